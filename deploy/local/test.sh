@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (`make test`): install, lint, type-check, start the real local stack, run every test.
+# The stack is stopped at the end only if this run started it (a running stack is reused and left alone).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash deploy/local/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff";  ruff check .
+echo "== mypy";  mypy
+echo "== stack"
+was_running=0
+inferlog stack status >/dev/null 2>&1 && was_running=1
+t0=$(date +%s)
+inferlog stack start
+echo "stack start took $(( $(date +%s) - t0 ))s (already running: $was_running)"
+if [ "$was_running" = 0 ] && [ "${INFERLOG_KEEP_STACK:-0}" != 1 ]; then
+  trap 'inferlog stack stop' EXIT
+fi
+inferlog topics --log-format text >/dev/null
+echo "== pytest"
+INFERLOG_REQUIRE_INTEGRATION=1 pytest tests "$@"

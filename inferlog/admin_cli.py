@@ -1,0 +1,55 @@
+"""``inferlog topics`` and ``inferlog config``: bootstrap topics, show the settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from inferlog import config, logs
+from inferlog.config import CommonConfig
+from inferlog.topics import ensure_topics
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("topics", help="create inferlog's Kafka topics (idempotent)")
+    config.add_flags(p, CommonConfig)
+    p.set_defaults(handler=run_topics)
+
+    c = sub.add_parser("config", help="print the effective settings (secrets redacted) or the settings table")
+    c.add_argument("--markdown", action="store_true", help="print the README's configuration table")
+    config.add_flags(c, CommonConfig)
+    c.set_defaults(handler=run_config)
+
+
+def run_topics(args: argparse.Namespace) -> int:
+    cfg = config.from_args(CommonConfig, args)
+    logs.setup(cfg.log_level, cfg.log_format)
+    for topic, state in ensure_topics(cfg).items():
+        print(f"{topic}: {state}")
+    return 0
+
+
+def all_config_classes() -> list[type[CommonConfig]]:
+    """Every declared settings class, for the README table."""
+    import importlib
+    import importlib.util
+
+    classes: list[type[CommonConfig]] = [CommonConfig]
+    for module_name, attr in (
+        ("ingest.config", "IngestConfig"),
+        ("streams.config", "StreamsConfig"),
+        ("sinks.config", "SinkConfig"),
+        ("inferlog.stack.manager", "StackConfig"),
+    ):
+        if importlib.util.find_spec(module_name) is not None:
+            classes.append(getattr(importlib.import_module(module_name), attr))
+    return classes
+
+
+def run_config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(config.markdown_table(all_config_classes()))
+        return 0
+    cfg = config.from_args(CommonConfig, args)
+    print(json.dumps(config.redacted(cfg), indent=2))
+    return 0

@@ -1,0 +1,40 @@
+"""Prometheus metrics shared by every stage, so an operator can reconcile counts per model.
+
+``inferlog_pipeline_events_total{stage, namespace, isvc}`` counts the same unit (one CloudEvent, or one
+record derived from it) as it passes each stage:
+
+=================  ===========================================================================
+stage              meaning
+=================  ===========================================================================
+received           ingest accepted a CloudEvent (after auth, sampling, validation)
+produced           ingest's event acknowledged by Kafka (directly or on spool drain)
+spooled            ingest's event fsynced to the local spool because Kafka was away or slow
+paired             streams emitted a complete record (request + response)
+orphaned           streams emitted a request-only or response-only record after the pair timeout
+archived           the object-storage sink wrote the record into an uploaded object
+indexed            the search sink had the record accepted by OpenSearch
+dead_lettered      any stage routed the input to the dead-letter topic
+=================  ===========================================================================
+
+Component-specific metrics (latency histograms, spool depth, lag, ...) live in each package and use the
+``inferlog_`` prefix too.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+STAGES = ("received", "produced", "spooled", "paired", "orphaned", "archived", "indexed", "dead_lettered")
+
+PIPELINE = Counter(
+    "inferlog_pipeline_events",
+    "Events or records that passed a pipeline stage, per model",
+    ["stage", "namespace", "isvc"],
+)
+
+
+def count(stage: str, namespace: str, isvc: str, n: int = 1) -> None:
+    """Count ``n`` units at ``stage`` for one model. Unknown stages are a programming error."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown pipeline stage {stage!r}")
+    PIPELINE.labels(stage=stage, namespace=namespace or "-", isvc=isvc or "-").inc(n)

@@ -1,0 +1,122 @@
+"""The one retry helper: exponential backoff with full jitter, bounded by attempts and a deadline.
+
+Every component retries through :func:`retry_async` or :func:`retry_sync`; what is worth retrying is
+decided by :func:`inferlog.errors.is_retriable` unless the caller passes its own predicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from inferlog.errors import is_retriable
+
+T = TypeVar("T")
+log = logging.getLogger("inferlog.retry")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays grow as ``base * 2**attempt`` capped at ``cap``, with full jitter.
+
+    ``attempts`` bounds the number of calls (``0`` = unbounded, then ``deadline_s`` must be set);
+    ``deadline_s`` bounds the total time spent (``0`` = no deadline).
+    """
+
+    base_s: float = 0.1
+    cap_s: float = 5.0
+    attempts: int = 6
+    deadline_s: float = 0.0
+    jitter: bool = True
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        ceiling = min(self.cap_s, self.base_s * (2**attempt))
+        if not self.jitter:
+            return ceiling
+        return (rng or random).uniform(0, ceiling)
+
+    def __post_init__(self) -> None:
+        if self.attempts <= 0 and self.deadline_s <= 0:
+            raise ValueError("Backoff needs attempts > 0 or deadline_s > 0 so that retries end")
+
+
+def _give_up(policy: Backoff, attempt: int, started: float, next_delay: float) -> bool:
+    if policy.attempts > 0 and attempt + 1 >= policy.attempts:
+        return True
+    return policy.deadline_s > 0 and time.monotonic() - started + next_delay > policy.deadline_s
+
+
+async def retry_async(
+    fn: Callable[[], Awaitable[T]],
+    policy: Backoff = Backoff(),
+    *,
+    retriable: Callable[[BaseException], bool] = is_retriable,
+    what: str = "operation",
+) -> T:
+    """Await ``fn()`` until it succeeds, a non-retriable error is raised, or the policy gives up
+    (then the last error is raised)."""
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            return await fn()
+        except Exception as exc:
+            if not retriable(exc):
+                raise
+            delay = policy.delay(attempt)
+            if _give_up(policy, attempt, started, delay):
+                raise
+            log.warning(
+                "retrying",
+                extra={"what": what, "attempt": attempt + 1, "delay_s": round(delay, 3), "error": str(exc)},
+            )
+            await asyncio.sleep(delay)
+            attempt += 1
+
+
+def retry_sync(
+    fn: Callable[[], T],
+    policy: Backoff = Backoff(),
+    *,
+    retriable: Callable[[BaseException], bool] = is_retriable,
+    what: str = "operation",
+) -> T:
+    """Blocking twin of :func:`retry_async`."""
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not retriable(exc):
+                raise
+            delay = policy.delay(attempt)
+            if _give_up(policy, attempt, started, delay):
+                raise
+            log.warning(
+                "retrying",
+                extra={"what": what, "attempt": attempt + 1, "delay_s": round(delay, 3), "error": str(exc)},
+            )
+            time.sleep(delay)
+            attempt += 1
+
+
+def wait_until(
+    predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.2, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` until it is true or raise :class:`TimeoutError` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if predicate():
+                return
+        except Exception:  # a readiness probe that raises just means "not yet"
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not reached within {timeout_s:.0f}s")
+        time.sleep(interval_s)
