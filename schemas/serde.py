@@ -1,0 +1,129 @@
+"""Confluent wire format with fastavro and a small schema-registry client (Confluent-compatible API)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import urllib.error
+import urllib.request
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+
+from inferlog.errors import InferlogError
+
+MAGIC = 0
+HEADER = struct.Struct(">bI")
+
+
+class SchemaError(InferlogError):
+    """A schema could not be registered, fetched, or a payload does not decode."""
+
+
+@cache
+def load_schema(name: str) -> str:
+    """The text of ``schemas/<name>.avsc`` (e.g. ``inference_record``)."""
+    return resources.files("schemas").joinpath(f"{name}.avsc").read_text()
+
+
+def _canonical(value: Any) -> Any:
+    """Sort every dict by key. Avro records are written in schema order whatever the dict order, so this only
+    changes maps: equal inputs then give byte-identical output."""
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+class RegistryClient:
+    """Just the calls inferlog needs from a Confluent-compatible registry (Apicurio's ccompat API too)."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._by_id: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise SchemaError(
+                f"registry {method} {path}: HTTP {exc.code}: {detail}", retriable=exc.code >= 500 or exc.code == 429
+            ) from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise SchemaError(f"registry {self.url} unreachable: {exc}", retriable=True) from exc
+
+    def register(self, subject: str, schema: str, compatibility: str = "BACKWARD") -> int:
+        self._call("PUT", f"/config/{subject}", {"compatibility": compatibility})
+        return int(self._call("POST", f"/subjects/{subject}/versions", {"schema": schema})["id"])
+
+    def check_compatible(self, subject: str, schema: str) -> bool:
+        try:
+            res = self._call("POST", f"/compatibility/subjects/{subject}/versions/latest", {"schema": schema})
+        except SchemaError as exc:
+            if "404" in str(exc):
+                return True
+            raise
+        return bool(res.get("is_compatible"))
+
+    def schema_by_id(self, schema_id: int) -> Any:
+        with self._lock:
+            cached = self._by_id.get(schema_id)
+        if cached is not None:
+            return cached
+        text = self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
+        parsed = fastavro.parse_schema(json.loads(text))
+        with self._lock:
+            self._by_id[schema_id] = parsed
+        return parsed
+
+
+class AvroSerde:
+    """Encode with one registered writer schema; decode any registered version into the reader schema."""
+
+    def __init__(self, registry: RegistryClient, subject: str, schema_text: str) -> None:
+        self.registry = registry
+        self.subject = subject
+        self.schema_text = schema_text
+        self.schema = fastavro.parse_schema(json.loads(schema_text))
+        self.schema_id: int | None = None
+
+    @classmethod
+    def for_topic(cls, registry_url: str, topic: str, schema_name: str) -> AvroSerde:
+        return cls(RegistryClient(registry_url), f"{topic}-value", load_schema(schema_name))
+
+    def register(self) -> int:
+        self.schema_id = self.registry.register(self.subject, self.schema_text)
+        return self.schema_id
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        if self.schema_id is None:
+            self.register()
+        assert self.schema_id is not None
+        buf = io.BytesIO()
+        buf.write(HEADER.pack(MAGIC, self.schema_id))
+        fastavro.schemaless_writer(buf, self.schema, _canonical(record))
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        if len(data) < HEADER.size or data[0] != MAGIC:
+            raise SchemaError("not Confluent wire format (missing magic byte 0)")
+        _, schema_id = HEADER.unpack_from(data)
+        writer = self.registry.schema_by_id(schema_id)
+        out: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[HEADER.size :]), writer, self.schema)
+        return out
