@@ -125,5 +125,7 @@ class AvroSerde:
             raise SchemaError("not Confluent wire format (missing magic byte 0)")
         _, schema_id = HEADER.unpack_from(data)
         writer = self.registry.schema_by_id(schema_id)
-        out: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[HEADER.size :]), writer, self.schema)
+        out = fastavro.schemaless_reader(io.BytesIO(data[HEADER.size :]), writer, self.schema)
+        if not isinstance(out, dict):
+            raise SchemaError(f"schema id {schema_id} does not describe a record")
         return out
