@@ -42,6 +42,7 @@ class StackConfig(CommonConfig):
     opensearch_heap: str = setting("512m", "Local OpenSearch heap")
     opensearch_user_name: str = setting("inferlog-os", "Non-root user that runs OpenSearch when started as root")
     registry_heap: str = setting("384m", "Local Apicurio Registry max heap")
+    registry_management_port: int = setting(18082, "Local Apicurio management (health/metrics) port")
 
     @property
     def dir(self) -> Path:

@@ -225,7 +225,8 @@ class SeaweedServer(Server):
         return {"master": base, "volume": base + 1, "filer": base + 2, "admin": base + 3}
 
     def ports(self) -> list[int]:
-        return [self.port, *self._ports().values()]
+        http = [self.port, *self._ports().values()]
+        return http + [p + 10000 for p in http]  # SeaweedFS puts each gRPC listener at port + 10000
 
     def prepare(self) -> None:
         (self.home / "data").mkdir(parents=True, exist_ok=True)
@@ -390,7 +391,7 @@ class RegistryServer(Server):
         return self.cfg.registry_url
 
     def ports(self) -> list[int]:
-        return [self.port]
+        return [self.port, self.cfg.registry_management_port]
 
     @property
     def dist(self) -> Path:
@@ -415,7 +416,10 @@ class RegistryServer(Server):
             "-XX:+UseSerialGC",
             f"-Dquarkus.http.host={self.host}",
             f"-Dquarkus.http.port={self.port}",
-            "-Dquarkus.management.enabled=false",
+            # The management interface (health, metrics) cannot be disabled at run time: keep it on loopback.
+            f"-Dquarkus.management.host={self.host}",
+            f"-Dquarkus.management.port={self.cfg.registry_management_port}",
+            "-Dquarkus.http.access-log.enabled=false",
             "-Dapicurio.storage.kind=sql",
             "-Dapicurio.storage.sql.kind=h2",
             f"-Dapicurio.datasource.url=jdbc:h2:file:{db};DB_CLOSE_ON_EXIT=FALSE",

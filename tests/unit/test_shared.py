@@ -1,0 +1,168 @@
+"""Unit tests of the shared module: config, retry, keys, events binding, serde canonical form, logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+
+import pytest
+
+from inferlog import config
+from inferlog.config import CommonConfig, setting
+from inferlog.errors import ConfigError, InferlogError, TransientError, is_retriable
+from inferlog.events import REQUEST_TYPE, EventError, LoggedEvent, from_kafka, to_kafka
+from inferlog.keys import join_key, murmur2, partition_for, split_join_key
+from inferlog.logs import JsonFormatter
+from inferlog.retry import Backoff, retry_async, retry_sync
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [  # Kafka's own test vectors (clients UtilsTest.testMurmur2)
+        (b"21", -973932308),
+        (b"foobar", -790332482),
+        (b"a-little-bit-long-string", -985981536),
+        (b"a-little-bit-longer-string", -1486304829),
+        (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        (b"abc", 479470107),
+    ],
+)
+def test_murmur2_matches_java(data: bytes, expected: int) -> None:
+    assert murmur2(data) == expected
+
+
+def test_partition_for_agrees_with_aiokafka() -> None:
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    for i in range(500):
+        key = join_key("ns", "isvc", "predictor", f"id-{i}").encode()
+        assert partition_for(key, 12) == (aiokafka_murmur2(key) & 0x7FFFFFFF) % 12
+
+
+def test_join_key_roundtrip_with_slash_in_id() -> None:
+    key = join_key("default", "sklearn-iris", "predictor", "a/b")
+    assert key == "default/sklearn-iris/predictor/a/b"
+    assert split_join_key(key) == ("default", "sklearn-iris", "predictor", "a/b")
+
+
+@dataclass(frozen=True)
+class _Cfg(CommonConfig):
+    port: int = setting(8080, "a port")
+    ratio: float = setting(0.5, "a ratio")
+    enabled: bool = setting(False, "a switch")
+    token: str = setting("", "a secret", secret=True)
+
+
+def test_config_env_then_flags_and_types() -> None:
+    cfg = config.load(_Cfg, env={"INFERLOG_PORT": "9000", "INFERLOG_ENABLED": "yes", "INFERLOG_TOKEN": "s3cr3t"})
+    assert (cfg.port, cfg.enabled, cfg.ratio) == (9000, True, 0.5)
+    parser = argparse.ArgumentParser()
+    config.add_flags(parser, _Cfg)
+    args = parser.parse_args(["--port", "9100", "--no-enabled"])
+    cfg2 = config.load(_Cfg, env={"INFERLOG_PORT": "9000"}, overrides=vars(args))
+    assert (cfg2.port, cfg2.enabled) == (9100, False)
+    assert config.redacted(cfg)["token"] == "***"
+    assert "s3cr3t" not in json.dumps(config.redacted(cfg))
+
+
+def test_config_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="INFERLOG_PORT"):
+        config.load(_Cfg, env={"INFERLOG_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="INFERLOG_PARTITIONS"):
+        config.load(_Cfg, env={"INFERLOG_PARTITIONS": "0"})
+    with pytest.raises(ConfigError, match="INFERLOG_LOG_LEVEL"):
+        config.load(_Cfg, env={"INFERLOG_LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigError, match="INFERLOG_KAFKA_OPTIONS"):
+        config.load(_Cfg, env={"INFERLOG_KAFKA_OPTIONS": "novalue"})
+
+
+def test_markdown_table_lists_each_setting_once() -> None:
+    table = config.markdown_table([CommonConfig, _Cfg])
+    assert table.count("`INFERLOG_KAFKA_BOOTSTRAP`") == 1
+    assert "`INFERLOG_PORT`" in table
+    assert "inferlog-secret" not in table  # secrets' defaults are not printed
+
+
+def test_retry_sync_retries_only_retriable() -> None:
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise TransientError("busy")
+        return "ok"
+
+    assert retry_sync(flaky, Backoff(base_s=0.001, attempts=5)) == "ok"
+    assert len(calls) == 3
+
+    def permanent() -> None:
+        calls.append(1)
+        raise InferlogError("bad input")
+
+    calls.clear()
+    with pytest.raises(InferlogError):
+        retry_sync(permanent, Backoff(base_s=0.001, attempts=5))
+    assert len(calls) == 1
+
+
+async def test_retry_async_gives_up_after_attempts() -> None:
+    calls = []
+
+    async def down() -> None:
+        calls.append(1)
+        raise ConnectionError("refused")
+
+    with pytest.raises(ConnectionError):
+        await retry_async(down, Backoff(base_s=0.001, attempts=4))
+    assert len(calls) == 4
+    assert is_retriable(ConnectionError()) and not is_retriable(ValueError())
+
+
+def test_backoff_is_bounded() -> None:
+    with pytest.raises(ValueError):
+        Backoff(attempts=0, deadline_s=0)
+    b = Backoff(base_s=1, cap_s=4, jitter=False)
+    assert [b.delay(i) for i in range(5)] == [1, 2, 4, 4, 4]
+
+
+def test_event_binding_roundtrip() -> None:
+    ev = LoggedEvent(
+        id="5011cc37",
+        source="http://localhost:9081/",
+        type=REQUEST_TYPE,
+        time="2026-03-10T09:14:03.811983Z",
+        datacontenttype="application/json",
+        namespace="default",
+        isvc="sklearn-iris",
+        component="predictor",
+        metadata='{"X-Request-Id":["r-42"]}',
+        annotations='{"team":"fraud"}',
+        extensions={"traceparent": "00-ab"},
+        data=b'{"instances": [[1]]}',
+    )
+    key, headers, value = to_kafka(ev)
+    assert key == b"default/sklearn-iris/predictor/5011cc37"
+    assert ("ce_endpoint", b"") in headers and ("content-type", b"application/json") in headers
+    assert from_kafka(headers, value) == ev
+
+
+def test_event_missing_required_attribute_is_named() -> None:
+    with pytest.raises(EventError) as err:
+        from_kafka([("ce_specversion", b"1.0"), ("ce_source", b"s"), ("ce_type", b"t")], b"")
+    assert err.value.attribute == "id" and not err.value.retriable
+
+
+def test_json_log_lines_carry_extras() -> None:
+    record = logging.LogRecord("inferlog.test", logging.INFO, __file__, 1, "spooled", None, None)
+    record.depth = 3
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "spooled" and line["depth"] == 3 and line["level"] == "info"
+
+
+def test_serde_canonical_sorts_maps() -> None:
+    from schemas.serde import _canonical
+
+    assert list(_canonical({"b": 1, "a": {"d": 1, "c": 2}})) == ["a", "b"]
+    assert list(_canonical({"a": {"d": 1, "c": 2}})["a"]) == ["c", "d"]
