@@ -1,0 +1,114 @@
+"""A small Python API for analytics consumers.
+
+Two sources of the same truth:
+
+- :func:`iter_records` iterates decoded ``InferenceRecord`` (or ``FailureSignal``) dicts from Kafka, by time
+  range, optionally following new records, filtered by namespace / isvc / status / join key;
+- :func:`read_archive` reads the Parquet archive on object storage into a ``pyarrow.Table`` with Hive
+  partition discovery (``namespace=…/isvc=…/date=…/hour=…``), ready for DuckDB or pandas.
+
+Example (see ``examples/analytics_duckdb.py`` for a whole script)::
+
+    from inferlog.analytics import iter_records, read_archive
+    for rec in iter_records(since="1h", status="request_only"):
+        print(rec["join_key"], rec["model_name"])
+    table = read_archive(namespace="default")
+    import duckdb
+    duckdb.sql("select isvc, quantile_cont(latency_ms, 0.99) from table group by isvc").show()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from inferlog.config import CommonConfig, load
+from inferlog.scan import ScanRange, parse_time_ms, scan
+from schemas import AvroSerde
+from schemas.wire import tick_time_us
+
+
+def _config(cfg: CommonConfig | None) -> CommonConfig:
+    return cfg if cfg is not None else load(CommonConfig)
+
+
+def iter_records(
+    cfg: CommonConfig | None = None,
+    *,
+    failures: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+    follow: bool = False,
+    idle_exit_s: float | None = None,
+    namespace: str | None = None,
+    isvc: str | None = None,
+    status: str | None = None,
+    keys: Iterable[str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Decoded records of ``inferlog.records`` (or ``inferlog.failures``), ticks skipped. Each dict also
+    carries ``_partition`` and ``_offset``."""
+    cfg = _config(cfg)
+    topic = cfg.topic_failures if failures else cfg.topic_records
+    serde = AvroSerde.for_topic(cfg.registry_url, topic, "failure_signal" if failures else "inference_record")
+    rng = ScanRange(start_ms=parse_time_ms(since) if since else None, end_ms=parse_time_ms(until) if until else None)
+    wanted = set(keys) if keys is not None else None
+    for msg in scan(cfg, topic, rng, follow=follow, idle_exit_s=idle_exit_s):
+        if tick_time_us(msg.headers) is not None or not msg.value:
+            continue
+        rec = serde.decode(msg.value)
+        if namespace and rec.get("namespace") != namespace:
+            continue
+        if isvc and rec.get("isvc") != isvc:
+            continue
+        if status and rec.get("status", rec.get("kind")) != status:
+            continue
+        if wanted is not None and rec.get("join_key") not in wanted:
+            continue
+        rec["_partition"], rec["_offset"] = msg.partition, msg.offset
+        yield rec
+
+
+def s3_filesystem(cfg: CommonConfig) -> Any:
+    """A ``pyarrow.fs.S3FileSystem`` for the configured endpoint and keys."""
+    from urllib.parse import urlparse
+
+    import pyarrow.fs as pafs
+
+    kwargs: dict[str, Any] = {
+        "access_key": cfg.s3_access_key,
+        "secret_key": cfg.s3_secret_key,
+        "region": cfg.s3_region,
+    }
+    if cfg.s3_endpoint:
+        u = urlparse(cfg.s3_endpoint)
+        kwargs.update(endpoint_override=u.netloc, scheme=u.scheme or "http")
+    return pafs.S3FileSystem(**kwargs)
+
+
+def read_archive(
+    cfg: CommonConfig | None = None,
+    *,
+    prefix: str = "records",
+    namespace: str | None = None,
+    isvc: str | None = None,
+    date: str | None = None,
+    columns: list[str] | None = None,
+) -> Any:
+    """The Parquet archive under ``s3://<bucket>/<prefix>/`` as a ``pyarrow.Table`` (Hive partitions become
+    columns ``namespace``, ``isvc``, ``date``, ``hour``)."""
+    import pyarrow.dataset as ds
+
+    cfg = _config(cfg)
+    dataset = ds.dataset(
+        f"{cfg.s3_bucket}/{prefix.strip('/')}",
+        filesystem=s3_filesystem(cfg),
+        format="parquet",
+        partitioning="hive",
+        exclude_invalid_files=True,
+    )
+    expr = None
+    for col, value in (("namespace", namespace), ("isvc", isvc), ("date", date)):
+        if value is not None:
+            term = ds.field(col) == value
+            expr = term if expr is None else expr & term
+    return dataset.to_table(columns=columns, filter=expr)
