@@ -68,7 +68,7 @@ def format_row(rec: dict[str, Any], failures: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = config.from_args(CommonConfig, args)
     logs.setup(cfg.log_level, cfg.log_format)
-    for n, rec in enumerate(iter_records(
+    records = iter_records(
         cfg,
         failures=args.failures,
         since=args.since,
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         isvc=args.isvc,
         status=args.status,
         keys=args.ids,
-    ):
+    )
+    for n, rec in enumerate(records, start=1):
         if args.json:
             print(json.dumps(_jsonable(rec), sort_keys=True))
         else:
