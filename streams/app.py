@@ -1,0 +1,377 @@
+"""The Faust application: one agent joins ``inferlog.events`` into ``inferlog.records`` and ``inferlog.failures``.
+
+Wiring (see FAUST-NOTES.md for why):
+
+- one agent (``concurrency=1``, per-event ``try/except``, no ``take()``) reads ONE Faust topic covering the
+  events topic and the expiry-marker topic ``<app_id>-expiry``; both have ``partitions`` partitions;
+- a non-windowed table ``pending`` on the RocksDB store (rocksdict), changelog ``<app_id>-pending-changelog``
+  with the same partition count, holds the join state of :mod:`streams.join`; it is only written inside
+  stream iteration, so the changelog partition is always the source partition;
+- a timer (wall clock, reads only) sends an expiry marker to partition ``p`` of the marker topic when ``p`` got
+  no event for ``idle_timeout_s``; the agent applies it in stream context (:meth:`Joiner.on_advance`);
+- outputs are pre-encoded bytes sent through the app's producer to an explicit partition = the source
+  partition, with the record's event time as Kafka timestamp. Faust flushes the producer before it commits
+  offsets, so a crash can repeat outputs (byte-identical, same key) but never lose them
+  (``processing_guarantee=at_least_once``);
+- model metadata comes from the compacted ``inferlog.metadata`` topic (key ``namespace/isvc``, value a JSON
+  object of strings, ``null`` value deletes), loaded before the worker starts and tailed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import Counter, Gauge
+
+from inferlog import metrics
+from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, EventError, from_kafka
+from schemas import AvroSerde
+from schemas.wire import TICK_HEADER
+from streams import enrich
+from streams.config import StreamsConfig
+from streams.join import Duplicate, Joiner, Orphan, Outcome, Paired, Tick
+
+log = logging.getLogger("inferlog.streams")
+
+DUPLICATES = Counter("inferlog_streams_duplicates", "Duplicate events dropped by the join")
+FAILURES = Counter("inferlog_streams_failures", "FailureSignals written, by kind", ["kind"])
+TICKS = Counter("inferlog_streams_ticks", "Tick records written (per output topic pair)")
+MARKERS = Counter("inferlog_streams_idle_markers", "Expiry markers sent for idle partitions")
+WATERMARK = Gauge("inferlog_streams_watermark_seconds", "Event-time watermark per source partition", ["partition"])
+
+
+class BytesKeyed(MutableMapping[str, bytes]):
+    """A str-keyed view of a Faust table whose keys are raw bytes."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> bytes:
+        value = self.table.get(key.encode())
+        if value is None:
+            raise KeyError(key)
+        return bytes(value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.table.get(key.encode())
+        return default if value is None else bytes(value)
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.table[key.encode()] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key.encode()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.encode() in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        for key in list(self.table.keys()):
+            yield key.decode() if isinstance(key, bytes) else str(key)
+
+    def items(self) -> Any:
+        return [(k.decode() if isinstance(k, bytes) else str(k), bytes(v)) for k, v in list(self.table.items())]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+class MetadataTable:
+    """Model metadata by ``namespace/isvc`` from the compacted metadata topic: no API call per event."""
+
+    def __init__(self, cfg: StreamsConfig) -> None:
+        self.cfg = cfg
+        self.data: dict[str, dict[str, str]] = {}
+        self.positions: dict[int, int] = {}
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        name = key.decode("utf-8", errors="replace")
+        if value is None:
+            self.data.pop(name, None)
+            return
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            log.warning("ignoring metadata that is not JSON", extra={"key": name})
+            return
+        if isinstance(obj, dict):
+            self.data[name] = {str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in obj.items()}
+
+    def load(self, timeout_s: float = 30.0) -> None:
+        """Read the topic up to its current end (before the worker starts)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from inferlog.kafka import base_config
+
+        consumer = Consumer(
+            {**base_config(self.cfg), "group.id": f"{self.cfg.app_id}-metadata", "enable.auto.commit": False}
+        )
+        try:
+            meta = consumer.list_topics(self.cfg.topic_metadata, timeout=timeout_s).topics[self.cfg.topic_metadata]
+            if meta.error is not None:
+                return
+            ends = {}
+            for p in meta.partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.cfg.topic_metadata, p), timeout=timeout_s
+                )
+                self.positions[p] = low
+                ends[p] = high
+            todo = {p for p in ends if ends[p] > self.positions[p]}
+            consumer.assign([TopicPartition(self.cfg.topic_metadata, p, self.positions[p]) for p in todo])
+            deadline = time.monotonic() + timeout_s
+            while todo and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                self.apply(msg.key(), msg.value())
+                part, off = int(msg.partition() or 0), int(msg.offset() or 0)
+                self.positions[part] = off + 1
+                if off + 1 >= ends[part]:
+                    todo.discard(part)
+        finally:
+            consumer.close()
+        log.info("model metadata loaded", extra={"models": len(self.data)})
+
+    async def tail(self) -> None:
+        """Follow the topic for changes while the worker runs."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(self.cfg.topic_metadata, p) for p in self.positions]
+            if not parts:
+                return
+            consumer.assign(parts)
+            for tp in parts:
+                consumer.seek(tp, self.positions[tp.partition])
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    for rec in records:
+                        self.apply(rec.key, rec.value)
+        finally:
+            await consumer.stop()
+
+    def get(self, namespace: str, isvc: str) -> Mapping[str, str]:
+        return self.data.get(f"{namespace}/{isvc}", {})
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes | None]]:
+    if raw is None:
+        return []
+    if isinstance(raw, Mapping):
+        return list(raw.items())
+    return list(raw)
+
+
+class Emitter:
+    """Turns join outcomes into output records (bytes); used by the agent and by tests without Faust."""
+
+    def __init__(
+        self, cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSerde, meta: MetadataTable
+    ) -> None:
+        self.cfg = cfg
+        self.record_serde = record_serde
+        self.failure_serde = failure_serde
+        self.meta = meta
+
+    def messages(
+        self, outcomes: Sequence[Outcome], partition: int
+    ) -> list[tuple[str, bytes | None, bytes, int, int, list[tuple[str, bytes]] | None]]:
+        """(topic, key, value, partition, timestamp_us, headers) for each output, in order."""
+        out: list[tuple[str, bytes | None, bytes, int, int, list[tuple[str, bytes]] | None]] = []
+        for o in outcomes:
+            if isinstance(o, Duplicate):
+                DUPLICATES.inc()
+                continue
+            if isinstance(o, Tick):
+                TICKS.inc()
+                WATERMARK.labels(partition=str(o.partition)).set(o.watermark_us / 1e6)
+                hdr = [(TICK_HEADER, str(o.watermark_us).encode())]
+                out.append((self.cfg.topic_records, None, b"", o.partition, o.watermark_us, hdr))
+                out.append((self.cfg.topic_failures, None, b"", o.partition, o.watermark_us, hdr))
+                continue
+            if isinstance(o, Paired):
+                ev = o.request.event
+                built = enrich.build(
+                    o.request,
+                    o.response,
+                    detected_us=o.detected_us,
+                    model_metadata=self.meta.get(ev.namespace, ev.isvc),
+                )
+                metrics.count("paired", ev.namespace, ev.isvc)
+                part = partition
+            else:
+                assert isinstance(o, Orphan)
+                ev = o.side.event
+                req, resp = (o.side, None) if o.side.is_request else (None, o.side)
+                built = enrich.build(
+                    req, resp, detected_us=o.detected_us, model_metadata=self.meta.get(ev.namespace, ev.isvc)
+                )
+                metrics.count("orphaned", ev.namespace, ev.isvc)
+                part = o.side.partition
+            key = o.key.encode()
+            ts = built.record["event_time"]
+            out.append((self.cfg.topic_records, key, self.record_serde.encode(built.record), part, ts, None))
+            for f in built.failures:
+                FAILURES.labels(kind=f["kind"]).inc()
+                out.append((self.cfg.topic_failures, key, self.failure_serde.encode(f), part, ts, None))
+        return out
+
+
+def deadletter_headers(
+    headers: list[tuple[str, bytes | None]], reason: str, topic: str, partition: int, offset: int, attribute: str | None
+) -> list[tuple[str, bytes]]:
+    out = [(k, v or b"") for k, v in headers]
+    out += [
+        ("error.reason", reason.encode()),
+        ("error.stage", b"streams"),
+        ("error.topic", topic.encode()),
+        ("error.partition", str(partition).encode()),
+        ("error.offset", str(offset).encode()),
+    ]
+    if attribute:
+        out.append(("error.attribute", attribute.encode()))
+    return out
+
+
+def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSerde, meta: MetadataTable) -> faust.App:
+    """The Faust app with its agent, table, timer and tasks."""
+    brokers = [f"kafka://{h.strip()}" for h in cfg.kafka_bootstrap.split(",") if h.strip()]
+    app = faust.App(
+        cfg.app_id,
+        broker=brokers,
+        store="rocksdb://",
+        datadir=cfg.store_dir,
+        topic_partitions=cfg.partitions,
+        topic_replication_factor=cfg.replication_factor,
+        processing_guarantee="at_least_once",
+        table_standby_replicas=cfg.standby_replicas,
+        web_enabled=False,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=cfg.commit_interval_s,
+        stream_buffer_maxsize=cfg.buffer_maxsize,
+        producer_acks=-1,
+        producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,
+        producer_compression_type="lz4",
+    )
+    source = app.topic(
+        cfg.topic_events,
+        cfg.topic_expiry,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    table = app.Table("pending", default=None, partitions=cfg.partitions, key_serializer="raw", value_serializer="raw")
+    joiner = Joiner(
+        BytesKeyed(table),
+        pair_timeout_us=int(cfg.pair_timeout_s * 1e6),
+        done_retention_us=int(cfg.done_retention_s * 1e6),
+        tick_interval_us=int(cfg.tick_interval_s * 1e6),
+    )
+    emitter = Emitter(cfg, record_serde, failure_serde, meta)
+    last_activity: dict[int, float] = {}
+    marker_sent: dict[int, float] = {}
+    app.joiner = joiner  # type: ignore[attr-defined]  # for tests and introspection
+
+    async def send_all(
+        msgs: Sequence[tuple[str, bytes | None, bytes, int, int, list[tuple[str, bytes]] | None]],
+    ) -> None:
+        for topic, key, value, part, ts_us, hdrs in msgs:
+            await app.producer.send(topic, key, value, part, ts_us / 1e6, hdrs)
+
+    @app.agent(source, concurrency=1)
+    async def join(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            headers = _headers(msg.headers)
+            try:
+                last_activity[msg.partition] = time.monotonic()
+                if msg.topic == cfg.topic_expiry:
+                    marker = orjson.loads(msg.value)
+                    marker_sent.pop(msg.partition, None)
+                    outcomes = joiner.on_advance(msg.partition, marker.get("base"), int(marker["elapsed"]))
+                else:
+                    ev = from_kafka(headers, msg.value)
+                    if ev.type not in (REQUEST_TYPE, RESPONSE_TYPE):
+                        raise EventError("type", f"unexpected event type {ev.type!r}")
+                    ts_us = int(msg.timestamp * 1e6) if msg.timestamp else 0
+                    side = enrich.Side(ev, msg.partition, msg.offset, enrich.event_time_us(ev, ts_us))
+                    outcomes = joiner.on_event(side)
+                await send_all(emitter.messages(outcomes, msg.partition))
+            except Exception as exc:  # per event: the agent never dies on one bad event
+                attribute = exc.attribute if isinstance(exc, EventError) else None
+                reason = str(exc) if isinstance(exc, EventError) else f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, EventError):
+                    log.exception("event failed", extra={"partition": msg.partition, "offset": msg.offset})
+                try:
+                    await app.producer.send(
+                        cfg.topic_deadletter,
+                        msg.key,
+                        msg.value,
+                        msg.partition,
+                        None,
+                        deadletter_headers(headers, reason, msg.topic, msg.partition, msg.offset, attribute),
+                    )
+                    ns = {k: (v or b"").decode(errors="replace") for k, v in headers}
+                    metrics.count("dead_lettered", ns.get("ce_namespace", ""), ns.get("ce_inferenceservicename", ""))
+                except Exception:
+                    log.exception("dead-letter send failed", extra={"partition": msg.partition, "offset": msg.offset})
+
+    @app.timer(interval=cfg.idle_check_interval_s)
+    async def idle_partitions() -> None:
+        """Wall-clock fallback: advance event time on partitions that got nothing for ``idle_timeout_s``."""
+        now = time.monotonic()
+        for p, last in list(last_activity.items()):
+            idle = now - last
+            if idle < cfg.idle_timeout_s or now - marker_sent.get(p, 0.0) < cfg.idle_timeout_s:
+                continue
+            marker = {"base": joiner.watermark(p), "elapsed": int(idle * 1e6)}
+            marker_sent[p] = now
+            MARKERS.inc()
+            await app.producer.send(cfg.topic_expiry, None, orjson.dumps(marker), p, None, None)
+
+    @app.on_partitions_revoked.connect
+    def on_revoked(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        joiner.forget()
+        last_activity.clear()
+        marker_sent.clear()
+
+    @app.on_partitions_assigned.connect
+    def on_assigned(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        now = time.monotonic()
+        for tp in (args[0] if args else kwargs.get("assigned")) or ():
+            if tp.topic == cfg.topic_events:
+                last_activity.setdefault(tp.partition, now)
+
+    @app.task
+    async def metadata_tail() -> None:
+        try:
+            await meta.tail()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("metadata tail stopped; enrichment keeps the last known metadata")
+
+    return app
+
+
+class StreamsWorker(faust.Worker):
+    """A Faust worker that keeps inferlog's logging and logs ``streams worker ready`` once started."""
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        log.info("streams worker ready", extra={"app_id": self.app.conf.id})

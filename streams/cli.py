@@ -1,0 +1,102 @@
+"""``inferlog streams`` (run a join worker) and ``inferlog metadata set`` (write the model-metadata topic)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from inferlog import config, logs
+from inferlog.config import CommonConfig
+from inferlog.errors import ConfigError
+from inferlog.topics import TopicSpec, ensure_topics
+from streams.config import StreamsConfig
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "streams",
+        help="run a Faust worker that joins inferlog.events into inferlog.records and inferlog.failures",
+        description="Run one streams worker. Start more with the same --app-id to split the partitions; give "
+        "each worker on a host its own --store-dir. Logs 'streams worker ready' once recovered.",
+    )
+    config.add_flags(p, StreamsConfig)
+    p.set_defaults(handler=run_streams)
+
+    m = sub.add_parser("metadata", help="model metadata used to enrich records (compacted inferlog.metadata)")
+    msub = m.add_subparsers(dest="metadata_command", metavar="ACTION", required=True)
+    s = msub.add_parser("set", help="set the metadata of one model: inferlog metadata set ns/isvc key=value ...")
+    s.add_argument("model", help="namespace/isvc")
+    s.add_argument("pairs", nargs="*", help="key=value; the given pairs replace the model's whole metadata")
+    s.add_argument("--delete", action="store_true", help="delete the model's metadata (tombstone)")
+    config.add_flags(s, CommonConfig)
+    s.set_defaults(handler=run_metadata_set)
+
+
+def streams_topic_specs(cfg: StreamsConfig) -> list[TopicSpec]:
+    """Topics the worker needs; the expiry-marker topic is co-partitioned with the events topic."""
+    from inferlog.topics import topic_specs
+
+    return [*topic_specs(cfg), TopicSpec(cfg.topic_expiry, cfg.partitions, {"retention.ms": str(24 * 3600 * 1000)})]
+
+
+def run_streams(args: argparse.Namespace) -> int:
+    cfg = config.from_args(StreamsConfig, args)
+    logs.setup(cfg.log_level, cfg.log_format)
+    return run_worker(cfg)
+
+
+def run_worker(cfg: StreamsConfig) -> int:
+    import logging
+
+    from prometheus_client import start_http_server
+
+    from schemas import AvroSerde
+    from streams.app import MetadataTable, StreamsWorker, build_app
+
+    log = logging.getLogger("inferlog.streams")
+    log.info("starting streams worker", extra={"settings": config.redacted(cfg)})
+    ensure_topics(cfg, streams_topic_specs(cfg))
+    record_serde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_records, "inference_record")
+    failure_serde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_failures, "failure_signal")
+    record_serde.register()
+    failure_serde.register()
+    meta = MetadataTable(cfg)
+    meta.load()
+    os.makedirs(cfg.store_dir, exist_ok=True)
+    if cfg.metrics_port:
+        start_http_server(cfg.metrics_port)
+    app = build_app(cfg, record_serde, failure_serde, meta)
+    worker = StreamsWorker(app, loglevel=cfg.log_level.upper(), override_logging=False, quiet=True)
+    worker.execute_from_commandline()
+    return 0  # pragma: no cover (execute_from_commandline exits)
+
+
+def run_metadata_set(args: argparse.Namespace) -> int:
+    import json
+
+    from confluent_kafka import Producer
+
+    from inferlog.kafka import producer_config
+
+    cfg = config.from_args(CommonConfig, args)
+    logs.setup(cfg.log_level, cfg.log_format)
+    if args.model.count("/") != 1 or not all(args.model.split("/")):
+        raise ConfigError(f"model must be namespace/isvc, got {args.model!r}")
+    values = {}
+    for item in args.pairs:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"{item!r} is not of the form key=value")
+        values[key] = value
+    if args.delete and values:
+        raise ConfigError("--delete takes no key=value pairs")
+    ensure_topics(cfg, [TopicSpec(cfg.topic_metadata, 1, {"cleanup.policy": "compact"})])
+    producer = Producer(producer_config(cfg))
+    payload = None if args.delete else json.dumps(values, sort_keys=True).encode()
+    producer.produce(cfg.topic_metadata, key=args.model.encode(), value=payload)
+    if producer.flush(30) != 0:
+        print("metadata not delivered within 30 s", file=sys.stderr)
+        return 1
+    print(f"{args.model}: {'deleted' if args.delete else values}")
+    return 0

@@ -1,0 +1,57 @@
+"""Settings of the streams worker (``inferlog streams``); every field is a flag and an ``INFERLOG_*`` variable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inferlog.config import CommonConfig, env_name, setting
+from inferlog.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StreamsConfig(CommonConfig):
+    """Settings of the Faust join worker."""
+
+    app_id: str = setting(
+        "inferlog-streams",
+        "Faust application id: the consumer group, and the prefix of the changelog and expiry-marker topics",
+    )
+    pair_timeout_s: float = setting(
+        30.0, "Event-time seconds to wait for the other side of a pair before emitting a one-sided record"
+    )
+    done_retention_s: float = setting(
+        60.0, "Event-time seconds a joined or expired pair is remembered to drop late duplicates"
+    )
+    tick_interval_s: float = setting(
+        60.0, "A tick is written to records/failures when a partition's watermark enters a new bucket of this size"
+    )
+    idle_timeout_s: float = setting(
+        60.0, "Wall-clock seconds without events after which an idle partition's event time is advanced"
+    )
+    idle_check_interval_s: float = setting(5.0, "Wall-clock seconds between checks for idle partitions")
+    store_dir: str = setting(
+        "/var/tmp/inferlog-streams", "Local RocksDB state directory; give every worker on a host its own"
+    )
+    standby_replicas: int = setting(1, "Standby replicas of the join table kept by other workers")
+    metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (0: disabled)")
+    commit_interval_s: float = setting(2.8, "Seconds between offset commits (after the producer is flushed)")
+    buffer_maxsize: int = setting(16384, "Faust stream buffer size per partition")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.app_id.strip():
+            raise ConfigError(f"{env_name('app_id')} must not be empty")
+        for name in ("pair_timeout_s", "tick_interval_s", "idle_timeout_s", "idle_check_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{env_name(name)} must be > 0")
+        if self.done_retention_s < 0:
+            raise ConfigError(f"{env_name('done_retention_s')} must be >= 0")
+        if self.standby_replicas < 0:
+            raise ConfigError(f"{env_name('standby_replicas')} must be >= 0")
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"{env_name('metrics_port')} must be a port number or 0")
+
+    @property
+    def topic_expiry(self) -> str:
+        """The expiry-marker topic, co-partitioned with the events topic."""
+        return f"{self.app_id}-expiry"

@@ -1,0 +1,13 @@
+"""Errors of the streams package."""
+
+from __future__ import annotations
+
+from inferlog.errors import InferlogError
+
+
+class StreamsError(InferlogError):
+    """Base error of the streams app. ``retriable`` says whether trying again can help."""
+
+
+class StateError(StreamsError):
+    """A join-state entry in the table could not be decoded (corrupt or written by an unknown version)."""

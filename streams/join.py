@@ -1,0 +1,308 @@
+"""The join state machine: pure, over a ``MutableMapping[str, bytes]`` (the Faust table, or a dict in tests).
+
+State per join key (``namespace/isvc/component/ce-id``) is one entry: the *pending* sides still waiting for a
+partner, and the fingerprints of sides already emitted (*done*) with the event time at which they are
+forgotten. A fingerprint is ``(source, id, type, Ce-Time, body digest)``: deduplication is on
+``(source, id, type)`` refined by the occurrence time and the body, so a redelivered event is dropped while a
+caller that *reuses* an id for a new inference still gets its own pair.
+
+Rules (all decisions are functions of the input events in partition order, never of the wall clock):
+
+- **Pairing.** A side whose fingerprint is pending or done is a duplicate and is dropped. Otherwise it pairs
+  with a pending side of the other type: a response takes the oldest pending request with time <= its own
+  (else the oldest request); a request takes the oldest pending response with time >= its own (else the
+  oldest). The pair is emitted once; both fingerprints become *done*. Without a partner the side is stored.
+- **Watermark.** Each source partition has an event-time watermark ``W`` = the maximum event time seen on it
+  (``Ce-Time``, else the Kafka timestamp). It only grows.
+- **Expiry.** A pending side expires when ``W >= time + pair_timeout``: it is emitted alone
+  (``request_only`` / ``response_only``) with ``detected_time = time + pair_timeout`` (its deadline, hence
+  independent of *when* it was noticed) and becomes *done*. Expiries are emitted in (deadline, key) order
+  right after the event that moved ``W`` past them. Done fingerprints are forgotten when
+  ``W >= their time + done_retention``.
+- **Idle fallback.** When a partition gets no events for ``idle_timeout`` of wall-clock time, the app sends an
+  expiry marker into that partition of the marker topic; :meth:`Joiner.on_advance` moves ``W`` forward by the
+  idle wall-clock time. This is the only wall-clock influence; since ``detected_time`` is the deadline, the
+  records it produces are the same bytes as a replay that expires them by event time.
+- **Ticks.** Whenever ``W`` enters a new bucket ``floor(W / tick_interval)``, a :class:`Tick` carrying ``W`` is
+  emitted after the event's other outputs, and ``(W, bucket)`` is persisted under the key ``\\x00wm/<p>`` so
+  that a restarted worker continues the same tick sequence.
+
+Entries are stored as ``>HI`` (partition, header length) + a JSON header + the concatenated bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import struct
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from inferlog.events import from_attributes
+from streams.enrich import Side
+from streams.errors import StateError
+
+_HEAD = struct.Struct(">HI")
+WM_PREFIX = "\x00wm/"
+
+
+def fingerprint(side: Side) -> str:
+    ev = side.event
+    digest = ev.datasha256 or hashlib.blake2b(ev.data, digest_size=8).hexdigest()
+    return f"{ev.source}\x1f{ev.id}\x1f{ev.type}\x1f{ev.time or side.time_us}\x1f{digest}"
+
+
+@dataclass
+class _Pending:
+    side: Side
+    fp: str
+    deadline: int
+
+
+@dataclass
+class Entry:
+    partition: int
+    pending: list[_Pending] = field(default_factory=list)
+    done: dict[str, int] = field(default_factory=dict)  # fingerprint -> forget at (event time, µs)
+
+    def next_due(self) -> int | None:
+        dues = [p.deadline for p in self.pending] + list(self.done.values())
+        return min(dues) if dues else None
+
+    def encode(self) -> bytes:
+        sides = []
+        bodies = []
+        for p in self.pending:
+            ev = p.side.event
+            sides.append(
+                {
+                    "a": ev.attributes(),
+                    "ct": ev.datacontenttype,
+                    "p": p.side.partition,
+                    "o": p.side.offset,
+                    "t": p.side.time_us,
+                    "f": p.fp,
+                    "d": p.deadline,
+                    "n": len(ev.data),
+                }
+            )
+            bodies.append(ev.data)
+        head = orjson.dumps({"s": sides, "d": self.done})
+        return _HEAD.pack(self.partition, len(head)) + head + b"".join(bodies)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Entry:
+        try:
+            partition, n = _HEAD.unpack_from(raw)
+            head = orjson.loads(raw[_HEAD.size : _HEAD.size + n])
+            pos = _HEAD.size + n
+            pending = []
+            for s in head["s"]:
+                data = raw[pos : pos + s["n"]]
+                pos += s["n"]
+                ev = from_attributes(s["a"], data, s["ct"])
+                pending.append(_Pending(Side(ev, s["p"], s["o"], s["t"]), s["f"], s["d"]))
+            return cls(partition, pending, {str(k): int(v) for k, v in head["d"].items()})
+        except Exception as exc:
+            raise StateError(f"undecodable join-state entry: {exc}") from exc
+
+
+def entry_partition(raw: bytes) -> int:
+    return int(_HEAD.unpack_from(raw)[0])
+
+
+@dataclass(frozen=True)
+class Paired:
+    key: str
+    request: Side
+    response: Side
+
+    @property
+    def detected_us(self) -> int:
+        return max(self.request.time_us, self.response.time_us)
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A side whose partner did not come within the pair timeout."""
+
+    key: str
+    side: Side
+    detected_us: int  # its deadline
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    key: str
+    side: Side
+
+
+@dataclass(frozen=True)
+class Tick:
+    partition: int
+    watermark_us: int
+
+
+Outcome = Paired | Orphan | Duplicate | Tick
+
+
+@dataclass
+class _Part:
+    watermark: int | None = None
+    bucket: int | None = None
+    heap: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Joiner:
+    """Join state machine. ``store`` holds entries (key = join key) and per-partition watermarks.
+
+    In-memory state (watermarks, expiry heaps) is a cache of the store: :meth:`forget` drops it (after a
+    rebalance) and it is rebuilt from the store on the next event of any partition.
+    """
+
+    def __init__(
+        self,
+        store: MutableMapping[str, bytes],
+        *,
+        pair_timeout_us: int,
+        done_retention_us: int,
+        tick_interval_us: int,
+    ) -> None:
+        self.store = store
+        self.pair_timeout_us = pair_timeout_us
+        self.done_retention_us = done_retention_us
+        self.tick_interval_us = tick_interval_us
+        self.parts: dict[int, _Part] = {}
+        self._loaded = False
+
+    # -- state cache --------------------------------------------------------------------------------------
+    def forget(self) -> None:
+        self.parts.clear()
+        self._loaded = False
+
+    def _load(self) -> None:
+        """Rebuild watermarks and expiry heaps of every partition found in the store (one scan)."""
+        self.parts.clear()
+        for key, raw in list(self.store.items()):
+            if key.startswith(WM_PREFIX):
+                part = self.parts.setdefault(int(key[len(WM_PREFIX) :]), _Part())
+                wm = orjson.loads(raw)
+                part.watermark, part.bucket = int(wm["w"]), int(wm["b"])
+                continue
+            entry = Entry.decode(raw)
+            due = entry.next_due()
+            if due is not None:
+                self.parts.setdefault(entry.partition, _Part()).heap.append((due, key))
+        for part in self.parts.values():
+            heapq.heapify(part.heap)
+        self._loaded = True
+
+    def _part(self, partition: int) -> _Part:
+        if not self._loaded:
+            self._load()
+        return self.parts.setdefault(partition, _Part())
+
+    def watermark(self, partition: int) -> int | None:
+        part = self.parts.get(partition)
+        return part.watermark if part else None
+
+    def pending_count(self, partition: int) -> int:
+        part = self.parts.get(partition)
+        return len(part.heap) if part else 0
+
+    # -- writes -------------------------------------------------------------------------------------------
+    def _write(self, key: str, entry: Entry, part: _Part) -> None:
+        due = entry.next_due()
+        if due is None:
+            if key in self.store:
+                del self.store[key]
+            return
+        self.store[key] = entry.encode()
+        heapq.heappush(part.heap, (due, key))
+
+    # -- inputs -------------------------------------------------------------------------------------------
+    def on_event(self, side: Side) -> list[Outcome]:
+        """Process one request or response event read from ``side.partition``."""
+        part = self._part(side.partition)
+        key = side.event.join_key
+        raw = self.store.get(key)
+        entry = Entry.decode(raw) if raw is not None else Entry(side.partition)
+        fp = fingerprint(side)
+        out: list[Outcome] = []
+        if fp in entry.done or any(p.fp == fp for p in entry.pending):
+            out.append(Duplicate(key, side))
+        else:
+            partner = self._partner(entry, side)
+            if partner is None:
+                entry.pending.append(_Pending(side, fp, side.time_us + self.pair_timeout_us))
+            else:
+                entry.pending.remove(partner)
+                req, resp = (side, partner.side) if side.is_request else (partner.side, side)
+                pair = Paired(key, req, resp)
+                forget_at = pair.detected_us + self.done_retention_us
+                entry.done[fp] = forget_at
+                entry.done[partner.fp] = forget_at
+                out.append(pair)
+            self._write(key, entry, part)
+        out.extend(self._advance(side.partition, part, side.time_us))
+        return out
+
+    def on_advance(self, partition: int, base_us: int | None, elapsed_us: int) -> list[Outcome]:
+        """Idle fallback (an expiry marker): move ``W`` to ``(base or W) + elapsed``."""
+        part = self._part(partition)
+        base = base_us if base_us is not None else part.watermark
+        if base is None:
+            return []
+        return self._advance(partition, part, base + elapsed_us)
+
+    @staticmethod
+    def _partner(entry: Entry, side: Side) -> _Pending | None:
+        others = [p for p in entry.pending if p.side.is_request != side.is_request]
+        if not others:
+            return None
+        if side.is_request:
+            fitting = [p for p in others if p.side.time_us >= side.time_us]
+        else:
+            fitting = [p for p in others if p.side.time_us <= side.time_us]
+        return min(fitting or others, key=lambda p: (p.side.time_us, p.side.offset))
+
+    def _advance(self, partition: int, part: _Part, to_us: int) -> list[Outcome]:
+        if part.watermark is not None and to_us <= part.watermark:
+            return []
+        part.watermark = to_us
+        orphans: list[Orphan] = []
+        while part.heap and part.heap[0][0] <= to_us:
+            _, key = heapq.heappop(part.heap)
+            raw = self.store.get(key)
+            if raw is None:
+                continue
+            entry = Entry.decode(raw)
+            changed = False
+            expired = sorted((p for p in entry.pending if p.deadline <= to_us), key=lambda p: (p.deadline, p.fp))
+            for p in expired:
+                entry.pending.remove(p)
+                entry.done[p.fp] = p.deadline + self.done_retention_us
+                orphans.append(Orphan(key, p.side, p.deadline))
+                changed = True
+            for fp, forget_at in list(entry.done.items()):
+                if forget_at <= to_us:
+                    del entry.done[fp]
+                    changed = True
+            if changed:
+                self._write(key, entry, part)
+        # Sorted so that the order does not depend on stale heap items (which differ after a restart).
+        orphans.sort(key=lambda o: (o.detected_us, o.key, o.side.offset))
+        out: list[Outcome] = list(orphans)
+        bucket = to_us // self.tick_interval_us
+        if part.bucket is None or bucket > part.bucket:
+            part.bucket = bucket
+            self.store[f"{WM_PREFIX}{partition}"] = orjson.dumps({"w": to_us, "b": bucket})
+            out.append(Tick(partition, to_us))
+        return out
+
+    def pending_keys(self) -> Iterator[str]:
+        for key in self.store:
+            if not key.startswith(WM_PREFIX):
+                yield key
