@@ -1,0 +1,241 @@
+"""Avro records → flat rows: the columns people query (Parquet, JSON Lines, OpenSearch documents).
+
+One row per record. Ids, model, protocol, times, latency, status and sizes become top-level columns;
+``metadata``/``annotations``/``model_metadata`` stay maps; bodies become UTF-8 strings (base64 when they are
+not UTF-8, said by ``*_body_encoding``) or, when claim-checked, a ``*_dataref`` pointer. ``kafka_topic``,
+``kafka_partition`` and ``kafka_offset`` say where the row came from, so duplicates are measurable.
+The column sets and types are fixed (:data:`RECORD_SCHEMA`, :data:`FAILURE_SCHEMA`) so that every file of a
+table has the same schema, even a file whose values are all null.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow as pa
+
+__all__ = [
+    "FAILURE_SCHEMA",
+    "RECORD_SCHEMA",
+    "flatten",
+    "flatten_failure",
+    "flatten_record",
+    "hive_path",
+    "record_time_us",
+]
+
+_TS = pa.timestamp("us", tz="UTC")
+_STR_MAP = pa.map_(pa.string(), pa.string())
+_LIST_MAP = pa.map_(pa.string(), pa.list_(pa.string()))
+
+
+def _payload_fields(side: str) -> list[pa.Field]:
+    return [
+        pa.field(f"{side}_ce_type", pa.string()),
+        pa.field(f"{side}_time", _TS),
+        pa.field(f"{side}_recorded_time", _TS),
+        pa.field(f"{side}_content_type", pa.string()),
+        pa.field(f"{side}_size", pa.int64()),
+        pa.field(f"{side}_body", pa.string()),
+        pa.field(f"{side}_body_encoding", pa.string()),
+        pa.field(f"{side}_dataref", pa.string()),
+        pa.field(f"{side}_sha256", pa.string()),
+        pa.field(f"{side}_extensions", _STR_MAP),
+        pa.field(f"{side}_source_partition", pa.int32()),
+        pa.field(f"{side}_source_offset", pa.int64()),
+    ]
+
+
+_KAFKA = [
+    pa.field("kafka_topic", pa.string(), nullable=False),
+    pa.field("kafka_partition", pa.int32(), nullable=False),
+    pa.field("kafka_offset", pa.int64(), nullable=False),
+]
+
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("join_key", pa.string(), nullable=False),
+        pa.field("ce_id", pa.string()),
+        pa.field("ce_source", pa.string()),
+        pa.field("namespace", pa.string()),
+        pa.field("isvc", pa.string()),
+        pa.field("component", pa.string()),
+        pa.field("endpoint", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("protocol", pa.string()),
+        pa.field("model_name", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("event_time", _TS),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("instance_count", pa.int32()),
+        *_payload_fields("request"),
+        *_payload_fields("response"),
+        pa.field("metadata", _LIST_MAP),
+        pa.field("annotations", _STR_MAP),
+        pa.field("trace_id", pa.string()),
+        pa.field("span_id", pa.string()),
+        pa.field("request_id", pa.string()),
+        pa.field("model_metadata", _STR_MAP),
+        pa.field("error", pa.string()),
+        *_KAFKA,
+    ]
+)
+
+FAILURE_SCHEMA = pa.schema(
+    [
+        pa.field("join_key", pa.string(), nullable=False),
+        pa.field("ce_id", pa.string()),
+        pa.field("namespace", pa.string()),
+        pa.field("isvc", pa.string()),
+        pa.field("component", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("model_name", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("protocol", pa.string()),
+        pa.field("event_time", _TS),
+        pa.field("detected_time", _TS),
+        pa.field("trace_id", pa.string()),
+        pa.field("request_id", pa.string()),
+        pa.field("metadata", _LIST_MAP),
+        pa.field("annotations", _STR_MAP),
+        pa.field("source_partition", pa.int32()),
+        pa.field("source_offset", pa.int64()),
+        *_KAFKA,
+    ]
+)
+
+
+def _body(raw: bytes | None) -> tuple[str | None, str | None]:
+    if raw is None:
+        return None, None
+    try:
+        return raw.decode("utf-8"), "utf8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def _payload(side: str, p: dict[str, Any] | None) -> dict[str, Any]:
+    if p is None:
+        return {f.name: None for f in _payload_fields(side)}
+    body, encoding = _body(p.get("body"))
+    return {
+        f"{side}_ce_type": p.get("ce_type"),
+        f"{side}_time": p.get("time"),
+        f"{side}_recorded_time": p.get("recorded_time"),
+        f"{side}_content_type": p.get("content_type"),
+        f"{side}_size": p.get("size"),
+        f"{side}_body": body,
+        f"{side}_body_encoding": encoding,
+        f"{side}_dataref": p.get("dataref"),
+        f"{side}_sha256": p.get("sha256"),
+        f"{side}_extensions": dict(p.get("extensions") or {}),
+        f"{side}_source_partition": p.get("partition"),
+        f"{side}_source_offset": p.get("offset"),
+    }
+
+
+def _kafka(topic: str, partition: int, offset: int) -> dict[str, Any]:
+    return {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset}
+
+
+def flatten_record(rec: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """One decoded ``InferenceRecord`` → one row of :data:`RECORD_SCHEMA` (keys in schema order)."""
+    row: dict[str, Any] = {
+        name: rec.get(name)
+        for name in (
+            "join_key",
+            "ce_id",
+            "ce_source",
+            "namespace",
+            "isvc",
+            "component",
+            "endpoint",
+            "status",
+            "protocol",
+            "model_name",
+            "model_version",
+            "event_time",
+            "latency_ms",
+            "instance_count",
+        )
+    }
+    row.update(_payload("request", rec.get("request")))
+    row.update(_payload("response", rec.get("response")))
+    row["metadata"] = {k: list(v) for k, v in (rec.get("metadata") or {}).items()}
+    row["annotations"] = dict(rec.get("annotations") or {})
+    for name in ("trace_id", "span_id", "request_id"):
+        row[name] = rec.get(name)
+    row["model_metadata"] = dict(rec.get("model_metadata") or {})
+    row["error"] = rec.get("error")
+    row.update(_kafka(topic, partition, offset))
+    return row
+
+
+def flatten_failure(rec: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """One decoded ``FailureSignal`` → one row of :data:`FAILURE_SCHEMA`."""
+    row: dict[str, Any] = {
+        name: rec.get(name)
+        for name in (
+            "join_key",
+            "ce_id",
+            "namespace",
+            "isvc",
+            "component",
+            "kind",
+            "reason",
+            "model_name",
+            "model_version",
+            "protocol",
+            "event_time",
+            "detected_time",
+            "trace_id",
+            "request_id",
+        )
+    }
+    row["metadata"] = {k: list(v) for k, v in (rec.get("metadata") or {}).items()}
+    row["annotations"] = dict(rec.get("annotations") or {})
+    row["source_partition"] = rec.get("partition")
+    row["source_offset"] = rec.get("offset")
+    row.update(_kafka(topic, partition, offset))
+    return row
+
+
+def flatten(schema_name: str, rec: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
+    if schema_name == "failure_signal":
+        return flatten_failure(rec, topic, partition, offset)
+    return flatten_record(rec, topic, partition, offset)
+
+
+def arrow_schema(schema_name: str) -> pa.Schema:
+    return FAILURE_SCHEMA if schema_name == "failure_signal" else RECORD_SCHEMA
+
+
+def _utc(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, int):
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=value)
+    raise TypeError(f"not a timestamp: {value!r}")
+
+
+def record_time_us(rec: dict[str, Any]) -> int:
+    """Record time of a decoded record: its ``event_time`` in epoch microseconds."""
+    t = _utc(rec["event_time"])
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _segment(value: Any) -> str:
+    # Hive partition values are URL-escaped like Hive does; k8s names never need it, but "/" must never
+    # create an extra level.
+    return quote(str(value or "_"), safe="-_.")
+
+
+def hive_path(rec: dict[str, Any]) -> str:
+    """``namespace=…/isvc=…/date=YYYY-MM-DD/hour=HH`` from the record's namespace, isvc and event time."""
+    t = _utc(rec["event_time"])
+    return f"namespace={_segment(rec.get('namespace'))}/isvc={_segment(rec.get('isvc'))}/date={t:%Y-%m-%d}/hour={t:%H}"

@@ -1,0 +1,318 @@
+"""Search sink: records and failure signals as OpenSearch documents, one index per namespace and day.
+
+**Indices.** ``<index_prefix>-records-<namespace>-<yyyy.mm.dd>`` and
+``<index_prefix>-failures-<namespace>-<yyyy.mm.dd>``, the day being the record's ``event_time`` (UTC).
+Why not a data stream: a data stream only accepts ``create``, and after a rollover the same ``_id`` lands in a new backing index, so a replay would duplicate
+documents. With the index chosen by record time, a record always goes to the same index and
+``_id`` = join key makes a re-index an overwrite: exactly once in effect. Per namespace keeps tenants apart
+(deletion, retention, permissions by index pattern); per day keeps indices small and lets retention drop
+whole indices (ISM). Search all with ``<prefix>-records-*``.
+
+**Mappings** are explicit, from index templates installed at start: keywords for ids, names and enums, dates,
+numbers, bodies as ``text`` (truncated to ``index_body_max_bytes``, flagged by ``*_body_truncated``; the archive
+keeps them whole), header maps as ``flat_object``. ``dynamic: false``: a field added by a later schema is kept in
+``_source`` but not indexed until the template says how. Field names are the Parquet column names.
+Failure signals have ``_id`` = ``join_key#kind`` (one inference may fail in more than one way).
+
+**Bulk** bodies are cut at ``bulk_bytes``. Items answered 429 or 5xx are retried alone, with backoff; other
+item errors (mapping rejections, an ``_id`` over 512 bytes, …) are permanent and go to the dead-letter topic
+with OpenSearch's reason. A request that fails as a whole with 429/5xx or no connection is retriable; the
+framework then pauses the partition and retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import urllib3
+
+from inferlog.retry import Backoff, retry_sync
+from sinks.config import SinkConfig
+from sinks.errors import WriteError
+from sinks.flatten import flatten
+from sinks.framework import Batch, Item, Rejected, Sink
+
+__all__ = ["BulkClient", "OpenSearchSink", "Prepared", "index_templates", "prepare"]
+
+_KW = {"type": "keyword"}
+_DATE = {"type": "date"}
+_FLAT = {"type": "flat_object"}
+_BODY = {"type": "text", "norms": False, "index_options": "freqs"}
+
+
+def _payload_mapping(side: str) -> dict[str, Any]:
+    return {
+        f"{side}_ce_type": _KW,
+        f"{side}_time": _DATE,
+        f"{side}_recorded_time": _DATE,
+        f"{side}_content_type": _KW,
+        f"{side}_size": {"type": "long"},
+        f"{side}_body": _BODY,
+        f"{side}_body_truncated": {"type": "boolean"},
+        f"{side}_body_encoding": _KW,
+        f"{side}_dataref": _KW,
+        f"{side}_sha256": _KW,
+        f"{side}_extensions": _FLAT,
+        f"{side}_source_partition": {"type": "integer"},
+        f"{side}_source_offset": {"type": "long"},
+    }
+
+
+_COMMON = {
+    "@timestamp": _DATE,
+    "doc_type": _KW,
+    "join_key": _KW,
+    "ce_id": _KW,
+    "namespace": _KW,
+    "isvc": _KW,
+    "component": _KW,
+    "model_name": _KW,
+    "model_version": _KW,
+    "protocol": _KW,
+    "event_time": _DATE,
+    "trace_id": _KW,
+    "request_id": _KW,
+    "metadata": _FLAT,
+    "annotations": _FLAT,
+    "kafka_topic": _KW,
+    "kafka_partition": {"type": "integer"},
+    "kafka_offset": {"type": "long"},
+}
+
+RECORD_MAPPING: dict[str, Any] = {
+    **_COMMON,
+    "ce_source": _KW,
+    "endpoint": _KW,
+    "status": _KW,
+    "latency_ms": {"type": "double"},
+    "instance_count": {"type": "integer"},
+    **_payload_mapping("request"),
+    **_payload_mapping("response"),
+    "span_id": _KW,
+    "model_metadata": _FLAT,
+    "error": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 1024}}},
+}
+
+FAILURE_MAPPING: dict[str, Any] = {
+    **_COMMON,
+    "kind": _KW,
+    "reason": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 1024}}},
+    "detected_time": _DATE,
+    "source_partition": {"type": "integer"},
+    "source_offset": {"type": "long"},
+}
+
+
+def _dataset(schema_name: str) -> str:
+    return "failures" if schema_name == "failure_signal" else "records"
+
+
+def index_templates(cfg: SinkConfig) -> dict[str, dict[str, Any]]:
+    """``{template name: body}`` for ``PUT _index_template/<name>``."""
+    out = {}
+    for dataset, mapping in (("records", RECORD_MAPPING), ("failures", FAILURE_MAPPING)):
+        out[f"{cfg.index_prefix}-{dataset}"] = {
+            "index_patterns": [f"{cfg.index_prefix}-{dataset}-*"],
+            "priority": 200,
+            "template": {
+                "settings": {
+                    "number_of_shards": cfg.index_shards,
+                    "number_of_replicas": cfg.index_replicas,
+                },
+                "mappings": {"dynamic": False, "properties": mapping},
+            },
+            "_meta": {"managed_by": "inferlog sink opensearch"},
+        }
+    return out
+
+
+def _index_segment(value: str) -> str:
+    # Index names: lowercase, none of \ / * ? " < > | space , # :
+    out = "".join(c if c.isalnum() or c in "-_." else "_" for c in (value or "_").lower())
+    return out.lstrip("-_.") or "_"
+
+
+def index_name(cfg: SinkConfig, schema_name: str, rec: dict[str, Any]) -> str:
+    t = rec["event_time"]
+    if isinstance(t, int):
+        t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=t)
+    day = t.astimezone(dt.UTC).strftime("%Y.%m.%d")
+    return f"{cfg.index_prefix}-{_dataset(schema_name)}-{_index_segment(rec.get('namespace') or '')}-{day}"
+
+
+def _doc_id(schema_name: str, rec: dict[str, Any]) -> str:
+    if schema_name == "failure_signal":
+        return f"{rec['join_key']}#{rec.get('kind') or ''}"
+    return str(rec["join_key"])
+
+
+def _truncate(doc: dict[str, Any], limit: int) -> None:
+    for side in ("request", "response"):
+        body = doc.get(f"{side}_body")
+        if body is None:
+            continue
+        truncated = len(body) > limit  # chars, not bytes: cheap, and the limit only bounds index size
+        if truncated:
+            doc[f"{side}_body"] = body[:limit]
+        doc[f"{side}_body_truncated"] = truncated
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(type(value).__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One bulk item: the two NDJSON lines and the Kafka item it came from."""
+
+    item: Item
+    lines: bytes
+
+
+def prepare(cfg: SinkConfig, batch: Batch) -> list[Prepared]:
+    """The batch's records as bulk ``index`` actions (deterministic bytes)."""
+    out = []
+    for item in batch.records:
+        rec = item.record
+        assert rec is not None
+        doc = flatten(batch.schema_name, rec, batch.topic, batch.partition, item.offset)
+        doc["@timestamp"] = doc["event_time"]
+        doc["doc_type"] = "failure" if batch.schema_name == "failure_signal" else "record"
+        _truncate(doc, cfg.index_body_max_bytes)
+        action = {"index": {"_index": index_name(cfg, batch.schema_name, rec), "_id": _doc_id(batch.schema_name, rec)}}
+        lines = orjson.dumps(action) + b"\n" + orjson.dumps(doc, default=_json_default) + b"\n"
+        out.append(Prepared(item, lines))
+    return out
+
+
+def chunks(prepared: list[Prepared], max_bytes: int) -> Iterator[list[Prepared]]:
+    """Split into bodies of at most ``max_bytes`` (a single larger item goes alone)."""
+    chunk: list[Prepared] = []
+    size = 0
+    for p in prepared:
+        if chunk and size + len(p.lines) > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(p)
+        size += len(p.lines)
+    if chunk:
+        yield chunk
+
+
+class BulkClient:
+    """A thin HTTP client for the few calls the sink makes (urllib3, no retries of its own)."""
+
+    def __init__(self, cfg: SinkConfig, *, timeout_s: float = 60.0) -> None:
+        self.url = cfg.opensearch_url.rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        if cfg.opensearch_user:
+            token = base64.b64encode(f"{cfg.opensearch_user}:{cfg.opensearch_password}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {token}"
+        self.http = urllib3.PoolManager(
+            num_pools=2, maxsize=4, retries=False, timeout=urllib3.Timeout(connect=5.0, read=timeout_s)
+        )
+
+    def call(self, method: str, path: str, body: bytes | None = None, *, ndjson: bool = False) -> Any:
+        """One request; 429/5xx and connection trouble raise a retriable :class:`WriteError`, other
+        non-2xx a permanent one."""
+        headers = dict(self.headers)
+        if ndjson:
+            headers["Content-Type"] = "application/x-ndjson"
+        try:
+            resp = self.http.request(method, self.url + path, body=body, headers=headers)
+        except urllib3.exceptions.HTTPError as exc:
+            raise WriteError(f"OpenSearch {self.url} unreachable: {exc}", retriable=True) from exc
+        if resp.status >= 300:
+            detail = resp.data[:500].decode(errors="replace")
+            raise WriteError(
+                f"OpenSearch {method} {path}: HTTP {resp.status}: {detail}",
+                retriable=resp.status == 429 or resp.status >= 500,
+            )
+        return orjson.loads(resp.data) if resp.data else None
+
+    def bulk(self, body: bytes) -> Any:
+        return self.call("POST", "/_bulk?filter_path=errors,items.*.status,items.*.error", body, ndjson=True)
+
+    def close(self) -> None:
+        self.http.clear()
+
+
+def _reason(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    text = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+    cause = error.get("caused_by")
+    if isinstance(cause, dict):
+        text += f" (caused by {cause.get('type', '')}: {cause.get('reason', '')})"
+    return text
+
+
+class OpenSearchSink(Sink):
+    """Index records and failure signals; ``_id`` = join key.
+
+    :param cfg: the sink settings (URL, credentials, index prefix, bulk size, template settings).
+    """
+
+    kind = "opensearch"
+    stage = "indexed"
+    deterministic_cuts = False  # documents do not depend on where batches are cut
+
+    ITEM_RETRY = Backoff(base_s=0.2, cap_s=5.0, attempts=6)
+
+    def __init__(self, cfg: SinkConfig) -> None:
+        self.cfg = cfg
+        self.client: BulkClient | None = None
+
+    def setup(self) -> None:
+        self.client = client = BulkClient(self.cfg)
+        retry_sync(
+            lambda: client.call("GET", "/"), Backoff(base_s=0.5, cap_s=5, attempts=0, deadline_s=60), what="connect"
+        )
+        for name, body in index_templates(self.cfg).items():
+            client.call("PUT", f"/_index_template/{quote(name)}", orjson.dumps(body))
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def write(self, batch: Batch) -> list[Rejected]:
+        assert self.client is not None
+        client = self.client
+        remaining = prepare(self.cfg, batch)
+        rejected: list[Rejected] = []
+
+        def attempt() -> None:
+            nonlocal remaining
+            again: list[Prepared] = []
+            todo = list(chunks(remaining, self.cfg.bulk_bytes))
+            for n, chunk in enumerate(todo):
+                try:
+                    res = client.bulk(b"".join(p.lines for p in chunk))
+                except WriteError:
+                    remaining = again + [p for c in todo[n:] for p in c]
+                    raise
+                if not res.get("errors"):
+                    continue
+                for p, result in zip(chunk, res["items"], strict=True):
+                    outcome = next(iter(result.values()))
+                    status = int(outcome.get("status", 0))
+                    if status < 300:
+                        continue
+                    if status == 429 or status >= 500:
+                        again.append(p)
+                    else:
+                        rejected.append(Rejected(p.item, f"HTTP {status} {_reason(outcome.get('error'))}", "rejected"))
+            remaining = again
+            if again:
+                raise WriteError(f"{len(again)} bulk items answered 429/5xx", retriable=True)
+
+        retry_sync(attempt, self.ITEM_RETRY, what="opensearch bulk")
+        return rejected

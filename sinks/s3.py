@@ -1,0 +1,219 @@
+"""Object-storage sink: each closed batch becomes one object per Hive partition it touches.
+
+Keys are ``<s3_prefix>/<topic>/namespace=…/isvc=…/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<first offset>.<ext>``
+(the first offset zero-padded to 20 digits so that listings sort by offset). Each topic is its own table
+under the prefix because a Hive table has one schema. The name and the bytes are a function of the batch
+alone and batches are cut deterministically (:mod:`sinks.framework`), so a crash between upload and commit
+rewrites the same object with the same bytes: never a second object holding the same records.
+Objects larger than ``s3_multipart_bytes`` are uploaded in parts; an interrupted multipart upload leaves no
+visible object (add a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` to reclaim its parts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas import load_schema
+from sinks.config import SinkConfig
+from sinks.errors import WriteError
+from sinks.flatten import arrow_schema, flatten, hive_path
+from sinks.framework import Batch, Item, Rejected, Sink
+
+__all__ = ["S3Object", "S3Sink", "classify_s3_error", "encode_objects", "make_client"]
+
+_EXT = {"parquet": "parquet", "avro": "avro", "jsonl": "jsonl"}
+_CONTENT_TYPE = {"parquet": "application/vnd.apache.parquet", "avro": "avro/binary", "jsonl": "application/x-ndjson"}
+_RETRIABLE_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "503"}
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One object to upload: key, bytes, and the records it holds."""
+
+    key: str
+    data: bytes
+    count: int
+    first_offset: int
+    last_offset: int
+
+
+def make_client(cfg: SinkConfig) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=cfg.s3_endpoint or None,
+        region_name=cfg.s3_region,
+        aws_access_key_id=cfg.s3_access_key or None,
+        aws_secret_access_key=cfg.s3_secret_key or None,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=16,
+        ),
+    )
+
+
+def classify_s3_error(exc: BaseException) -> bool:
+    """True when an S3 failure is worth retrying: network trouble, 5xx, 429 and throttling codes."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return status >= 500 or status == 429 or code in _RETRIABLE_CODES
+    return isinstance(exc, ConnectionError | HTTPClientError | OSError)
+
+
+def _name(cfg: SinkConfig, topic: str, partition: int, hive: str, first_offset: int) -> str:
+    prefix = cfg.s3_prefix.strip("/")
+    base = f"{topic}/{hive}/{topic}+{partition}+{first_offset:020d}.{_EXT[cfg.s3_format]}"
+    return f"{prefix}/{base}" if prefix else base
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def encode_objects(cfg: SinkConfig, batch: Batch) -> tuple[list[S3Object], list[Rejected]]:
+    """Group the batch's records by Hive partition (first appearance order) and serialize each group.
+    Pure: the same batch always gives the same keys and bytes."""
+    groups: dict[str, list[Item]] = {}
+    rejected: list[Rejected] = []
+    for item in batch.records:
+        assert item.record is not None
+        try:
+            hive = hive_path(item.record)
+        except (KeyError, TypeError, ValueError) as exc:
+            rejected.append(Rejected(item, f"no partition path: {exc}", "unpartitionable"))
+            continue
+        groups.setdefault(hive, []).append(item)
+    out: list[S3Object] = []
+    for hive, items in groups.items():
+        key = _name(cfg, batch.topic, batch.partition, hive, items[0].offset)
+        data = _serialize(cfg, batch, items, key)
+        out.append(S3Object(key, data, len(items), items[0].offset, items[-1].offset))
+    return out, rejected
+
+
+def _serialize(cfg: SinkConfig, batch: Batch, items: list[Item], key: str) -> bytes:
+    fmt = cfg.s3_format
+    if fmt == "avro":
+        schema = fastavro.parse_schema(json.loads(load_schema(batch.schema_name)))
+        buf = io.BytesIO()
+        fastavro.writer(
+            buf,
+            schema,
+            [i.record for i in items if i.record is not None],
+            codec="deflate",
+            sync_marker=hashlib.sha256(key.encode()).digest()[:16],  # deterministic bytes
+        )
+        return buf.getvalue()
+    rows = [flatten(batch.schema_name, i.record, batch.topic, batch.partition, i.offset) for i in items if i.record]
+    if fmt == "jsonl":
+        return b"".join(orjson.dumps(r, default=_json_default) + b"\n" for r in rows)
+    table = pa.Table.from_pylist(rows, schema=arrow_schema(batch.schema_name))
+    buf = io.BytesIO()
+    compression = None if cfg.s3_parquet_compression == "none" else cfg.s3_parquet_compression
+    pq.write_table(table, buf, compression=compression, row_group_size=128 * 1024)
+    return buf.getvalue()
+
+
+class S3Sink(Sink):
+    """Parquet (or Avro / JSON Lines) objects on any S3 API.
+
+    :param cfg: the sink settings (bucket, prefix, format, multipart size).
+    :param client: a boto3 S3 client; made from ``cfg`` in :meth:`setup` when omitted.
+    """
+
+    kind = "s3"
+    stage = "archived"
+    deterministic_cuts = True
+
+    def __init__(self, cfg: SinkConfig, client: Any = None) -> None:
+        self.cfg = cfg
+        self.client = client
+        self._pool: ThreadPoolExecutor | None = None
+
+    def setup(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self.client is None:
+            self.client = make_client(self.cfg)
+        try:
+            self.client.head_bucket(Bucket=self.cfg.s3_bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise WriteError(
+                f"bucket {self.cfg.s3_bucket!r} at {self.cfg.s3_endpoint or 'AWS'} is not usable: {exc}",
+                retriable=classify_s3_error(exc),
+            ) from exc
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-put")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def write(self, batch: Batch) -> list[Rejected]:
+        objects, rejected = encode_objects(self.cfg, batch)
+        if len(objects) == 1 or self._pool is None:
+            for obj in objects:
+                self.upload(obj)
+        else:
+            for fut in [self._pool.submit(self.upload, obj) for obj in objects]:
+                fut.result()
+        return rejected
+
+    def upload(self, obj: S3Object) -> None:
+        """Put one object (multipart above ``s3_multipart_bytes``); S3 errors become :class:`WriteError`."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        meta = {"first-offset": str(obj.first_offset), "last-offset": str(obj.last_offset), "records": str(obj.count)}
+        ctype = _CONTENT_TYPE[self.cfg.s3_format]
+        try:
+            if len(obj.data) <= self.cfg.s3_multipart_bytes:
+                self.client.put_object(
+                    Bucket=self.cfg.s3_bucket, Key=obj.key, Body=obj.data, ContentType=ctype, Metadata=meta
+                )
+            else:
+                self._multipart(obj, ctype, meta)
+        except (ClientError, BotoCoreError) as exc:
+            raise WriteError(
+                f"upload s3://{self.cfg.s3_bucket}/{obj.key}: {exc}", retriable=classify_s3_error(exc)
+            ) from exc
+
+    def _multipart(self, obj: S3Object, ctype: str, meta: dict[str, str]) -> None:
+        bucket, size = self.cfg.s3_bucket, self.cfg.s3_multipart_bytes
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=obj.key, ContentType=ctype, Metadata=meta)[
+            "UploadId"
+        ]
+        try:
+            parts = []
+            for n, start in enumerate(range(0, len(obj.data), size), start=1):
+                res = self.client.upload_part(
+                    Bucket=bucket, Key=obj.key, UploadId=upload_id, PartNumber=n, Body=obj.data[start : start + size]
+                )
+                parts.append({"PartNumber": n, "ETag": res["ETag"]})
+            self.client.complete_multipart_upload(
+                Bucket=bucket, Key=obj.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            # The upload stays invisible either way; a lifecycle rule reclaims its parts if this fails.
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=bucket, Key=obj.key, UploadId=upload_id)
+            raise
