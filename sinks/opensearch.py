@@ -3,10 +3,10 @@
 **Indices.** ``<index_prefix>-records-<namespace>-<yyyy.mm.dd>`` and
 ``<index_prefix>-failures-<namespace>-<yyyy.mm.dd>``, the day being the record's ``event_time`` (UTC).
 Why not a data stream: a data stream only accepts ``create``, and after a rollover the same ``_id`` lands
-in a new backing index, so a replay would duplicate documents. With the index chosen by record time, a record
-always goes to the same index and ``_id`` = join key makes a re-index an overwrite: exactly once in effect.
-Per namespace keeps tenants apart (deletion, retention, permissions by index pattern); per day keeps indices small and lets retention drop
-whole indices (ISM). Search all with ``<prefix>-records-*``.
+in a new backing index, so a replay would duplicate documents. With the index chosen by record time, a
+record always goes to the same index, and ``_id`` = join key makes a re-index an overwrite: exactly once
+in effect. Per namespace keeps tenants apart (deletion, retention, permissions by index pattern); per day
+keeps indices small and lets retention drop whole indices (ISM). Search all with ``<prefix>-records-*``.
 
 **Mappings** are explicit, from index templates installed at start: keywords for ids, names and enums, dates,
 numbers, bodies as ``text`` (truncated to ``index_body_max_bytes``, flagged by ``*_body_truncated``; the archive
