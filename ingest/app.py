@@ -1,0 +1,201 @@
+"""The aiohttp application: ``POST`` any path → 202 once durable; ``/healthz``, ``/readyz``, ``/metrics``.
+
+Answers: 202 (in Kafka or fsynced in the spool), 400 ``application/problem+json`` naming the attribute,
+401/403 (tokens), 405 (not POST), 413 (over ``max_body_bytes``), 415 (structured format other than JSON),
+503 + ``Retry-After`` only when neither Kafka nor the spool can take the event. No input yields a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from inferlog import config as config_mod
+from inferlog import metrics as pipeline
+from ingest import metrics
+from ingest.claimcheck import ClaimCheck
+from ingest.config import IngestConfig
+from ingest.errors import IngestError
+from ingest.parse import parse, problem
+from ingest.policy import Policy
+from ingest.service import Ingest, Producer
+from ingest.spool import Spool
+
+log = logging.getLogger("ingest")
+
+INGEST_KEY = web.AppKey("ingest", Ingest)
+PROBLEM = "application/problem+json"
+
+
+def problem_response(status: int, exc: BaseException, *, retry_after: int | None = None) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    body = orjson.dumps(problem(exc if isinstance(exc, Exception) else Exception(str(exc)), status))
+    return web.Response(status=status, body=body, content_type=PROBLEM, headers=headers)
+
+
+class Handlers:
+    def __init__(self, cfg: IngestConfig, policy: Policy, claimcheck: ClaimCheck) -> None:
+        self.cfg = cfg
+        self.policy = policy
+        self.claimcheck = claimcheck
+        self._ingest: Ingest | None = None
+
+    @property
+    def ingest(self) -> Ingest:
+        if self._ingest is None:
+            raise RuntimeError("the ingest has not started")
+        return self._ingest
+
+    async def event(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        outcome = "rejected"
+        try:
+            response: web.StreamResponse
+            if request.method != "POST":
+                response = problem_response(405, Exception(f"{request.method} is not accepted here; POST events"))
+                response.headers["Allow"] = "POST"
+                metrics.REJECTED.labels(reason="method").inc()
+            else:
+                outcome, response = await self._post(request)
+        finally:
+            metrics.LATENCY.labels(outcome=outcome).observe(time.perf_counter() - started)
+        metrics.REQUESTS.labels(code=str(response.status)).inc()
+        return response
+
+    async def _post(self, request: web.Request) -> tuple[str, web.StreamResponse]:
+        if self.ingest.closing:
+            metrics.REJECTED.labels(reason="shutting_down").inc()
+            return "rejected", problem_response(
+                503, Exception("the ingest is shutting down"), retry_after=self.cfg.retry_after_s
+            )
+        try:
+            if request.content_length is not None and request.content_length > self.cfg.max_body_bytes:
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=self.cfg.max_body_bytes, actual_size=request.content_length
+                )
+            body = await request.read()
+            events = parse(request.headers.items(), body, request.headers.get("Content-Type"))
+            self.policy.auth.check(request.headers.get("Authorization"), events)
+            kept = []
+            for ev in events:
+                if self.policy.sampler.keep(ev):
+                    kept.append(self.policy.redactor.apply(ev))
+                else:
+                    metrics.EVENTS.labels(outcome="sampled_out", namespace=ev.namespace, isvc=ev.isvc).inc()
+            if any(self.claimcheck.needed(ev) for ev in kept):
+                kept = list(await asyncio.gather(*(self.claimcheck.apply(ev) for ev in kept)))
+                for ev in kept:
+                    if ev.dataref:
+                        metrics.EVENTS.labels(outcome="claim_checked", namespace=ev.namespace, isvc=ev.isvc).inc()
+            where = await self.ingest.accept(kept)
+        except web.HTTPRequestEntityTooLarge as exc:
+            metrics.REJECTED.labels(reason="too_large").inc()
+            return "rejected", problem_response(
+                413, Exception(f"body over {self.cfg.max_body_bytes} bytes: {exc.text}")
+            )
+        except IngestError as exc:
+            metrics.REJECTED.labels(reason=exc.reason).inc()
+            retry_after = self.cfg.retry_after_s if exc.status == 503 else None
+            return "rejected", problem_response(exc.status, exc, retry_after=retry_after)
+        for ev in kept:
+            pipeline.count("received", ev.namespace, ev.isvc)
+        return where, web.Response(status=202)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.ingest.ready()
+        body = {
+            "ready": ready,
+            "kafka": self.ingest.producer.up,
+            "spool_records": self.ingest.spool.depth,
+            "spool_bytes": self.ingest.spool.size_bytes,
+            "spool_capacity_bytes": self.ingest.spool.max_bytes,
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.ingest.refresh_gauges()
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def never_5xx_for_input(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp's own errors (bad body encoding, ...) become problem documents; a bug is logged and a 500."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status >= 500:
+            raise
+        return problem_response(exc.status, Exception(exc.reason))
+
+
+def build_app(
+    cfg: IngestConfig,
+    *,
+    producer: Producer | None = None,
+    spool: Spool | None = None,
+    claimcheck: ClaimCheck | None = None,
+) -> web.Application:
+    """The application; ``producer``/``spool``/``claimcheck`` may be injected (unit tests use fakes)."""
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[never_5xx_for_input])
+    handlers = Handlers(cfg, Policy.from_config(cfg), claimcheck or ClaimCheck(cfg))
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_route("*", "/{tail:.*}", handlers.event)
+
+    async def on_startup(app: web.Application) -> None:
+        nonlocal producer, spool
+        if producer is None:
+            from ingest.producer import EventProducer
+
+            producer = EventProducer(cfg, cfg.topic_events)
+        if spool is None:
+            spool = Spool(cfg.spool_dir, max_bytes=cfg.spool_max_bytes, segment_bytes=cfg.spool_segment_bytes)
+        ingest = Ingest(cfg, producer, spool)
+        ingest.start()
+        app[INGEST_KEY] = ingest
+        handlers._ingest = ingest
+
+    async def on_shutdown(app: web.Application) -> None:
+        if INGEST_KEY in app:
+            app[INGEST_KEY].closing = True
+
+    async def on_cleanup(app: web.Application) -> None:
+        if INGEST_KEY in app:
+            await app[INGEST_KEY].stop()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def serve(cfg: IngestConfig, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT: then stop accepting, finish in-flight requests, drain a round, flush Kafka."""
+    app = build_app(cfg)
+    runner = web.AppRunner(app, shutdown_timeout=cfg.shutdown_timeout_s, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, backlog=1024, reuse_address=True)
+    await site.start()
+    log.info("ingest listening", extra={"host": cfg.host, "port": cfg.port, "settings": config_mod.redacted(cfg)})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("shutting down: no new connections, finishing in-flight requests")
+    await runner.cleanup()
+    log.info("ingest stopped")

@@ -1,0 +1,178 @@
+"""Realistic KServe payload-logger traffic, so a newcomer sees the pipeline move.
+
+Each simulated inference is what KServe's agent sends (KSERVE-LOGGER.md §2-4): a request event and, unless
+the model "failed", a response event with the same ``Ce-Id``, ``Ce-Source: http://localhost:9081/``, an empty
+``Ce-Endpoint``, ``Ce-Metadata`` with the allow-listed headers, ``Ce-Annotations``, ``Ce-Time`` and
+``Ce-Recordedtime``, the request's Content-Type on both events; v1 (``instances``/``predictions``) and v2/OIP
+(``inputs``/``outputs``) bodies; some responses sent before their request and some never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import orjson
+
+from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE
+
+MODELS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("sklearn-iris", "v1", {"team": "ml-platform"}),
+    ("fraud-xgb", "v2", {"team": "fraud", "serving.kserve.io/deploymentMode": "RawDeployment"}),
+    ("churn-lgbm", "v2", {}),
+    ("sentiment-bert", "v1", {"team": "nlp"}),
+)
+
+
+@dataclass
+class DemoSummary:
+    inferences: int = 0
+    events: int = 0
+    accepted: int = 0
+    failed: int = 0
+    missing_responses: int = 0
+    responses_first: int = 0
+    seconds: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("ids")
+        out["events_per_s"] = round(self.events / self.seconds, 1) if self.seconds else 0.0
+        return out
+
+
+def _ce_time(t: datetime) -> str:
+    # Go's RFC3339Nano with trailing zeros trimmed.
+    text = t.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return text + "Z"
+
+
+def inference_events(
+    rng: random.Random, namespace: str, *, model: tuple[str, str, dict[str, str]] | None = None
+) -> list[tuple[dict[str, str], bytes]]:
+    """The (headers, body) of the request and response events of one inference, in send order."""
+    isvc, protocol, annotations = model or rng.choice(MODELS)
+    ce_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    rows = rng.randint(1, 4)
+    if protocol == "v1":
+        request: dict[str, Any] = {"instances": [[round(rng.uniform(0, 8), 1) for _ in range(4)] for _ in range(rows)]}
+        response: dict[str, Any] = {"predictions": [rng.randint(0, 2) for _ in range(rows)]}
+    else:
+        data = [round(rng.uniform(-3, 3), 3) for _ in range(rows * 8)]
+        request = {"inputs": [{"name": "input-0", "shape": [rows, 8], "datatype": "FP32", "data": data}]}
+        response = {
+            "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "model_name": isvc,
+            "model_version": None,
+            "outputs": [
+                {"name": "output-0", "shape": [rows], "datatype": "FP32", "data": [rng.random() for _ in range(rows)]}
+            ],
+        }
+    now = datetime.now(UTC)
+    latency = timedelta(milliseconds=rng.uniform(2, 40))
+    base = {
+        "Ce-Specversion": "1.0",
+        "Ce-Id": ce_id,
+        "Ce-Source": "http://localhost:9081/",
+        "Ce-Inferenceservicename": isvc,
+        "Ce-Namespace": namespace,
+        "Ce-Component": "predictor",
+        "Ce-Endpoint": "",
+        "Ce-Metadata": orjson.dumps({"X-Request-Id": [f"r-{ce_id[:8]}"]}, option=orjson.OPT_SORT_KEYS).decode(),
+        "Content-Type": "application/json",
+    }
+    if annotations:
+        base["Ce-Annotations"] = orjson.dumps(annotations, option=orjson.OPT_SORT_KEYS).decode()
+    req = dict(base, **{"Ce-Type": REQUEST_TYPE, "Ce-Time": _ce_time(now), "Ce-Recordedtime": _ce_time(now)})
+    resp = dict(
+        base,
+        **{
+            "Ce-Type": RESPONSE_TYPE,
+            "Ce-Time": _ce_time(now + latency),
+            "Ce-Recordedtime": _ce_time(now + latency + timedelta(microseconds=300)),
+        },
+    )
+    return [(req, orjson.dumps(request)), (resp, orjson.dumps(response))]
+
+
+async def send_demo(
+    url: str,
+    count: int,
+    rate: float,
+    *,
+    namespace: str = "demo",
+    missing_response: float = 0.05,
+    response_first: float = 0.2,
+    concurrency: int = 16,
+    token: str | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    timeout_s: float = 30.0,
+) -> DemoSummary:
+    """Simulate ``count`` inferences at ``rate`` events/s against the ingest at ``url``; returns a summary
+    (with the ``Ce-Id`` of every accepted event in ``ids``)."""
+    rng = random.Random(seed)
+    summary = DemoSummary(inferences=count)
+    plan: list[tuple[dict[str, str], bytes]] = []
+    for _ in range(count):
+        events = inference_events(rng, namespace)
+        if rng.random() < missing_response:
+            events = events[:1]
+            summary.missing_responses += 1
+        elif rng.random() < response_first:
+            events.reverse()
+            summary.responses_first += 1
+        plan.extend(events)
+    summary.events = len(plan)
+    queue: asyncio.Queue[tuple[dict[str, str], bytes] | None] = asyncio.Queue(maxsize=concurrency * 2)
+    bar: Any = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(plan), unit="ev", desc=f"demo → {url}")
+    started = time.monotonic()
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while (item := await queue.get()) is not None:
+            headers, body = item
+            if token:
+                headers = dict(headers, Authorization=f"Bearer {token}")
+            try:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    status = str(resp.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status = type(exc).__name__
+            summary.statuses[status] = summary.statuses.get(status, 0) + 1
+            if status.startswith("2"):
+                summary.accepted += 1
+                summary.ids.append(headers["Ce-Id"])
+            else:
+                summary.failed += 1
+            if bar is not None:
+                bar.update(1)
+
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        workers = [asyncio.create_task(worker(session)) for _ in range(concurrency)]
+        for i, item in enumerate(plan):
+            if rate > 0:
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await queue.put(item)
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    summary.seconds = round(time.monotonic() - started, 3)
+    if bar is not None:
+        bar.close()
+    return summary

@@ -1,0 +1,173 @@
+"""confluent-kafka producer bridged into asyncio.
+
+Many in-flight HTTP requests share librdkafka's batches: :meth:`EventProducer.produce` enqueues the record and
+returns a future; a background thread polls the producer and resolves the futures on the event loop through
+``loop.call_soon_threadsafe`` when the broker's delivery report arrives. There is no per-request flush.
+
+``message.timeout.ms`` is the ingest's bound on Kafka (``produce_timeout_s``): a record not acknowledged
+within it fails (librdkafka did not persist it) and the caller spools it instead. Broker-wide trouble
+reported by librdkafka (all brokers down) flips :attr:`EventProducer.up` to ``False`` so that new events go
+straight to the spool instead of waiting out the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from inferlog.kafka import producer_config
+from ingest import metrics
+from ingest.config import IngestConfig
+from ingest.errors import ProduceFailed
+from ingest.spool import Record
+
+log = logging.getLogger("ingest.producer")
+
+# Errors after which trying again later can succeed (the spool keeps the record).
+_RETRIABLE_CODES = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError._QUEUE_FULL,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._PURGE_QUEUE,
+    KafkaError._PURGE_INFLIGHT,
+}
+
+
+def _fatal(err: KafkaError) -> bool:
+    return not err.retriable() and err.code() not in _RETRIABLE_CODES
+
+
+class EventProducer:
+    """An idempotent, ``acks=all``, murmur2_random producer to one topic, usable from asyncio."""
+
+    def __init__(
+        self,
+        cfg: IngestConfig,
+        topic: str,
+        *,
+        on_state: Callable[[bool], None] | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.topic = topic
+        self.up = True  # optimistic until librdkafka says otherwise
+        self._on_state = on_state
+        self._last_down = 0.0
+        self._last_error = ""
+        self._last_logged = 0.0
+        conf = producer_config(
+            cfg,
+            **{
+                "linger.ms": cfg.linger_ms,
+                "message.timeout.ms": int(cfg.produce_timeout_s * 1000),
+                "socket.connection.setup.timeout.ms": max(1000, int(cfg.produce_timeout_s * 1000)),
+                "reconnect.backoff.max.ms": 1000,
+                "queue.buffering.max.kbytes": 512 * 1024,
+                "error_cb": self._on_error,
+                "logger": logging.getLogger("ingest.librdkafka"),
+                "message.max.bytes": 1_048_576,
+            },
+        )
+        conf.update(overrides)
+        self._producer = Producer(conf)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Runs on the poll thread.
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._last_down = time.monotonic()
+            if err.code() == KafkaError._ALL_BROKERS_DOWN or err.code() == KafkaError._RESOLVE:
+                self._set_up(False)
+        now = time.monotonic()
+        if err.name() != self._last_error or now - self._last_logged > 30:
+            self._last_error, self._last_logged = err.name(), now
+            log.warning("kafka client error", extra={"error": err.str(), "code": err.name()})
+
+    def _set_up(self, value: bool) -> None:
+        if self.up == value:
+            return
+        self.up = value
+        log.warning("kafka is " + ("reachable again" if value else "unreachable: spooling"))
+        if self._on_state is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_state, value)
+        metrics.KAFKA_UP.set(1 if value else 0)
+
+    def mark_up(self) -> None:
+        """A record was delivered: the broker is reachable."""
+        if not self.up:
+            self._set_up(True)
+
+    def mark_down(self) -> None:
+        """A record was not delivered in time: spool until a drain succeeds."""
+        self._set_up(False)
+
+    def produce(self, record: Record, topic: str | None = None) -> asyncio.Future[Message]:
+        """Enqueue ``record``; the future resolves on the broker's delivery report, or fails with
+        :class:`ProduceFailed` (``fatal`` when retrying cannot help)."""
+        loop = self._loop or asyncio.get_running_loop()
+        fut: asyncio.Future[Message] = loop.create_future()
+
+        def done(err: KafkaError | None, msg: Message) -> None:  # runs on the poll thread
+            loop.call_soon_threadsafe(_resolve, fut, err, msg)
+
+        try:
+            self._producer.produce(
+                topic or self.topic, key=record.key, value=record.value, headers=list(record.headers), on_delivery=done
+            )
+        except BufferError:
+            fut.set_exception(ProduceFailed("librdkafka's local queue is full"))
+        except KafkaException as exc:
+            err = exc.args[0]
+            fut.set_exception(ProduceFailed(f"kafka refused the record: {err}", fatal=_fatal(err)))
+        return fut
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait for outstanding deliveries; returns how many are still pending."""
+        return int(self._producer.flush(timeout_s))
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        left = self.flush(timeout_s)
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        return left
+
+    def probe(self, timeout_s: float = 2.0) -> bool:
+        """Ask a broker for the topic's metadata (blocking: call in a thread)."""
+        try:
+            self._producer.list_topics(self.topic, timeout=timeout_s)
+            return True
+        except KafkaException:
+            return False
+
+
+def _resolve(fut: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(msg)
+    else:
+        fut.set_exception(ProduceFailed(f"kafka did not take the record: {err.str()}", fatal=_fatal(err)))

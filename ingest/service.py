@@ -1,0 +1,216 @@
+"""The ingest's durable core: each event goes to Kafka (acknowledged by the broker) or to the spool
+(fsynced), and a background task drains the spool to Kafka, in order, when Kafka is back.
+
+While the spool holds anything, new events are appended to it too (an fsync, so still a fast 202), which
+keeps the arrival order for the drain; when the drain empties the spool, events go straight to Kafka again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from inferlog import metrics as pipeline
+from inferlog.events import LoggedEvent, to_kafka
+from inferlog.retry import Backoff
+from ingest import metrics
+from ingest.config import IngestConfig
+from ingest.errors import ProduceFailed, SpoolFull
+from ingest.spool import Position, Record, Spool
+
+log = logging.getLogger("ingest")
+
+
+class Producer(Protocol):
+    up: bool
+
+    def start(self) -> None: ...
+    def produce(self, record: Record, topic: str | None = None) -> asyncio.Future[Any]: ...
+    def mark_up(self) -> None: ...
+    def mark_down(self) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> int: ...
+
+
+def to_record(ev: LoggedEvent) -> Record:
+    key, headers, value = to_kafka(ev)
+    return Record(key, tuple(headers), value)
+
+
+def _labels(record: Record) -> tuple[str, str]:
+    return record.header("ce_namespace"), record.header("ce_inferenceservicename")
+
+
+class Ingest:
+    def __init__(self, cfg: IngestConfig, producer: Producer, spool: Spool) -> None:
+        self.cfg = cfg
+        self.producer = producer
+        self.spool = spool
+        self.closing = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._stop_drain = asyncio.Event()
+        self._ahead: set[Position] = set()  # spool records already in Kafka beyond the committed cursor
+        metrics.SPOOL_CAPACITY.set(cfg.spool_max_bytes)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.producer.start()
+        self._drain_task = asyncio.create_task(self._drain_loop(), name="spool-drain")
+        if self.spool.depth:
+            log.info("spool holds events from before: draining", extra={"records": self.spool.depth})
+
+    async def stop(self) -> None:
+        """Finish the current drain round, flush the producer, close the spool. Nothing acknowledged is lost:
+        acknowledged events are already in Kafka or in the fsynced spool."""
+        self.closing = True
+        self._stop_drain.set()
+        if self._drain_task is not None:
+            try:
+                await asyncio.wait_for(self._drain_task, timeout=self.cfg.shutdown_timeout_s)
+            except TimeoutError:
+                self._drain_task.cancel()
+        left = await asyncio.to_thread(self.producer.close, self.cfg.shutdown_timeout_s)
+        if left:
+            log.warning("producer closed with records still in flight", extra={"records": left})
+        await self.spool.close()
+
+    @property
+    def spooling(self) -> bool:
+        return not self.producer.up or self.spool.depth > 0
+
+    def ready(self) -> bool:
+        return not self.closing and (self.producer.up or self.spool.has_room())
+
+    def refresh_gauges(self) -> None:
+        metrics.SPOOL_RECORDS.set(self.spool.depth)
+        metrics.SPOOL_BYTES.set(self.spool.size_bytes)
+        metrics.KAFKA_UP.set(0 if self.spooling else 1)
+
+    # -- the write path --------------------------------------------------------------------------------------
+    async def accept(self, events: Sequence[LoggedEvent]) -> str:
+        """Make ``events`` durable; returns ``"kafka"`` or ``"spool"``. Raises :class:`SpoolFull` when neither
+        can take them (→ 503), :class:`ProduceFailed` when Kafka refuses them for good and so does the
+        dead-letter topic."""
+        if not events:
+            return "kafka"
+        records = [to_record(ev) for ev in events]
+        if self.spooling:
+            await self._to_spool(records)
+            return "spool"
+        futures = [self.producer.produce(r) for r in records]
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), timeout=self.cfg.produce_timeout_s + 5
+            )
+        except TimeoutError:  # the delivery reports never came: librdkafka is wedged; spool them
+            results = [ProduceFailed("no delivery report") if not f.done() or f.exception() else None for f in futures]
+        retry: list[Record] = []
+        fatal: list[tuple[Record, BaseException]] = []
+        for record, res in zip(records, results, strict=True):
+            if isinstance(res, BaseException):
+                if isinstance(res, ProduceFailed) and res.fatal:
+                    fatal.append((record, res))
+                else:
+                    retry.append(record)
+            else:
+                self._count("produced", record)
+        for record, exc in fatal:
+            await self._dead_letter(record, str(exc))
+        if retry:
+            self.producer.mark_down()
+            await self._to_spool(retry)
+            return "spool"
+        return "kafka"
+
+    async def _to_spool(self, records: list[Record]) -> None:
+        try:
+            await self.spool.append(records)
+        except SpoolFull:
+            for r in records:
+                metrics.REJECTED.labels(reason="spool_full").inc()
+                log.warning("spool full: refusing event", extra={"key": r.key.decode("utf-8", "replace")})
+            raise
+        for r in records:
+            self._count("spooled", r)
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        headers = (*record.headers, ("error.stage", b"ingest"), ("error.reason", reason.encode()[:1024]))
+        dl = Record(record.key, headers, record.value)
+        await self.producer.produce(dl, self.cfg.topic_deadletter)
+        self._count("dead_lettered", record)
+
+    @staticmethod
+    def _count(stage: str, record: Record) -> None:
+        ns, isvc = _labels(record)
+        pipeline.count(stage, ns, isvc)
+        metrics.EVENTS.labels(outcome=stage, namespace=ns or "-", isvc=isvc or "-").inc()
+
+    # -- the drain -------------------------------------------------------------------------------------------
+    async def _drain_loop(self) -> None:
+        backoff = Backoff(base_s=0.2, cap_s=5.0, attempts=0, deadline_s=1e12)
+        attempt = 0
+        while not self._stop_drain.is_set():
+            if not self.spool.depth:
+                waiter = asyncio.ensure_future(self.spool.has_data.wait())
+                stopper = asyncio.ensure_future(self._stop_drain.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            try:
+                progressed = await self._drain_round()
+            except Exception:
+                log.exception("spool drain round failed")
+                progressed = False
+            if progressed:
+                attempt = 0
+                continue
+            delay = backoff.delay(attempt)
+            attempt = min(attempt + 1, 10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_drain.wait(), timeout=delay)
+
+    async def _drain_round(self) -> bool:
+        """Produce the next batch of spooled records in order; commit the delivered prefix.
+        Returns True when everything in the batch was delivered."""
+        batch = await self.spool.read(self.cfg.drain_batch)
+        if not batch:
+            await self.spool.wait_written()  # appends in progress are not readable yet
+            return True
+        todo = [(pos, rec) for pos, rec in batch if pos not in self._ahead]
+        futures = {pos: self.producer.produce(rec) for pos, rec in todo}
+        results = dict(zip(futures, await asyncio.gather(*futures.values(), return_exceptions=True), strict=True))
+        committed: Position | None = None
+        delivered = 0
+        all_ok = True
+        for pos, rec in batch:
+            res = results.get(pos)  # None: delivered in an earlier round
+            if isinstance(res, ProduceFailed) and res.fatal:
+                try:
+                    await self._dead_letter(rec, str(res))
+                    res = None
+                except Exception as exc:
+                    res = exc
+            if isinstance(res, BaseException):
+                all_ok = False
+                continue
+            if pos in futures:
+                self._count("produced", rec)
+            if all_ok:
+                committed = pos
+                delivered += 1
+                self._ahead.discard(pos)
+            else:
+                self._ahead.add(pos)
+        if committed is not None:
+            await self.spool.commit(committed, delivered)
+        if all_ok:
+            if not self.spool.depth:
+                self.producer.mark_up()  # caught up: new events go straight to Kafka again
+            if delivered:
+                log.info("spool drained a batch", extra={"records": delivered, "left": self.spool.depth})
+        else:
+            log.warning("spool drain: kafka not taking records yet", extra={"left": self.spool.depth})
+        return all_ok
