@@ -27,6 +27,8 @@ from inferlog.scan import ScanRange, parse_time_ms, scan
 from schemas import AvroSerde
 from schemas.wire import tick_time_us
 
+ARCHIVE_PREFIX = "archive"  # the object-storage sink's default INFERLOG_S3_PREFIX
+
 
 def _config(cfg: CommonConfig | None) -> CommonConfig:
     return cfg if cfg is not None else load(CommonConfig)
@@ -88,17 +90,19 @@ def s3_filesystem(cfg: CommonConfig) -> Any:
 def read_archive(
     cfg: CommonConfig | None = None,
     *,
-    prefix: str = "records",
+    prefix: str | None = None,
     namespace: str | None = None,
     isvc: str | None = None,
     date: str | None = None,
     columns: list[str] | None = None,
 ) -> Any:
     """The Parquet archive under ``s3://<bucket>/<prefix>/`` as a ``pyarrow.Table`` (Hive partitions become
-    columns ``namespace``, ``isvc``, ``date``, ``hour``)."""
+    columns ``namespace``, ``isvc``, ``date``, ``hour``). ``prefix`` defaults to the object-storage sink's
+    table of records, ``archive/<records topic>`` (``archive/<failures topic>`` holds the failure signals)."""
     import pyarrow.dataset as ds
 
     cfg = _config(cfg)
+    prefix = prefix if prefix is not None else f"{ARCHIVE_PREFIX}/{cfg.topic_records}"
     dataset = ds.dataset(
         f"{cfg.s3_bucket}/{prefix.strip('/')}",
         filesystem=s3_filesystem(cfg),
