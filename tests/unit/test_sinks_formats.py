@@ -1,0 +1,191 @@
+"""Flattening, object names and bytes, OpenSearch documents and bulk handling — no servers."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import fastavro
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from sinks.config import SinkConfig
+from sinks.errors import WriteError
+from sinks.flatten import RECORD_SCHEMA, flatten_record, hive_path, record_time_us
+from sinks.framework import Batch, Item
+from sinks.opensearch import OpenSearchSink, chunks, index_templates, prepare
+from sinks.s3 import S3Sink, encode_objects
+from tests.sinks_support import T0_US, make_failure, make_record
+
+
+def decoded(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the serde's decode returns: timestamps as tz-aware datetimes."""
+    import datetime as dt
+
+    def ts(us: int | None) -> dt.datetime | None:
+        return None if us is None else dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
+
+    out = dict(rec)
+    out["event_time"] = ts(rec["event_time"])
+    if "detected_time" in rec:
+        out["detected_time"] = ts(rec["detected_time"])
+    for side in ("request", "response"):
+        if out.get(side):
+            out[side] = {**out[side], "time": ts(out[side]["time"])}
+    return out
+
+
+def batch_of(recs: list[dict[str, Any]], schema: str = "inference_record", first: int = 100) -> Batch:
+    b = Batch("recs", 3, schema)
+    for n, r in enumerate(recs):
+        b.add(Item(first + n, r["join_key"].encode(), b"x" * 10, [], record=decoded(r)), record_time_us(decoded(r)))
+    return b
+
+
+def test_flatten_record_columns() -> None:
+    r = decoded(make_record(7, request={**make_record(7)["request"], "body": b"\xff\x00"}))
+    row = flatten_record(r, "recs", 3, 42)
+    assert list(row) == RECORD_SCHEMA.names
+    assert row["join_key"] == "team-a/iris/predictor/id-000007"
+    assert row["request_body"] == "/wA=" and row["request_body_encoding"] == "base64"
+    assert row["response_body"] == '{"predictions": [1]}' and row["response_body_encoding"] == "utf8"
+    assert row["metadata"] == {"x-user": ["u1"]} and row["kafka_offset"] == 42
+    assert hive_path(r) == "namespace=team-a/isvc=iris/date=2024-05-01/hour=08"
+
+
+def test_parquet_objects_are_split_by_hive_partition_and_named_by_first_offset() -> None:
+    cfg = SinkConfig(s3_prefix="arch")
+    recs = [make_record(0), make_record(1, isvc="other"), make_record(2), make_record(3, t_us=T0_US + 3600 * 10**6)]
+    objects, rejected = encode_objects(cfg, batch_of(recs))
+    assert not rejected
+    assert [o.key for o in objects] == [
+        "arch/recs/namespace=team-a/isvc=iris/date=2024-05-01/hour=08/recs+3+00000000000000000100.parquet",
+        "arch/recs/namespace=team-a/isvc=other/date=2024-05-01/hour=08/recs+3+00000000000000000101.parquet",
+        "arch/recs/namespace=team-a/isvc=iris/date=2024-05-01/hour=09/recs+3+00000000000000000103.parquet",
+    ]
+    table = pq.read_table(io.BytesIO(objects[0].data))
+    assert table.schema.equals(RECORD_SCHEMA, check_metadata=False)
+    assert table.column("kafka_offset").to_pylist() == [100, 102]
+    again, _ = encode_objects(cfg, batch_of(recs))
+    assert [o.data for o in again] == [o.data for o in objects]  # deterministic bytes
+
+
+@pytest.mark.parametrize("fmt", ["avro", "jsonl"])
+def test_other_formats_are_deterministic_and_readable(fmt: str) -> None:
+    cfg = SinkConfig(s3_format=fmt)
+    recs = [make_record(i) for i in range(3)]
+    (obj,), _ = encode_objects(cfg, batch_of(recs))
+    (obj2,), _ = encode_objects(cfg, batch_of(recs))
+    assert obj.data == obj2.data and obj.key.endswith(f".{fmt}")
+    if fmt == "avro":
+        rows = list(fastavro.reader(io.BytesIO(obj.data)))
+        assert [r["join_key"] for r in rows] == [r["join_key"] for r in recs]
+    else:
+        rows = [orjson.loads(line) for line in obj.data.splitlines()]
+        assert rows[1]["ce_id"] == "id-000001" and rows[1]["event_time"].startswith("2024-05-01T08:00:00.001")
+
+
+class FakeS3:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def put_object(self, **kw: Any) -> None:
+        self.calls.append(("put", kw["Key"]))
+
+    def create_multipart_upload(self, **kw: Any) -> dict[str, str]:
+        self.calls.append(("create", kw["Key"]))
+        return {"UploadId": "u1"}
+
+    def upload_part(self, **kw: Any) -> dict[str, str]:
+        self.calls.append(("part", len(kw["Body"])))
+        return {"ETag": f"e{kw['PartNumber']}"}
+
+    def complete_multipart_upload(self, **kw: Any) -> None:
+        self.calls.append(("complete", [p["PartNumber"] for p in kw["MultipartUpload"]["Parts"]]))
+
+
+def test_large_objects_go_up_in_parts() -> None:
+    from sinks.s3 import S3Object
+
+    cfg = SinkConfig(s3_multipart_bytes=5 * 1024 * 1024)
+    fake = FakeS3()
+    sink = S3Sink(cfg, client=fake)
+    sink.upload(S3Object("k", b"a" * (11 * 1024 * 1024), 1, 0, 0))
+    sink.upload(S3Object("small", b"a", 1, 0, 0))
+    assert fake.calls == [
+        ("create", "k"),
+        ("part", 5 * 1024 * 1024),
+        ("part", 5 * 1024 * 1024),
+        ("part", 1024 * 1024),
+        ("complete", [1, 2, 3]),
+        ("put", "small"),
+    ]
+
+
+def test_opensearch_documents_index_names_and_ids() -> None:
+    cfg = SinkConfig(index_prefix="il", index_body_max_bytes=10)
+    (p,) = prepare(cfg, batch_of([make_record(1, namespace="Team-A")]))
+    action, doc = (orjson.loads(line) for line in p.lines.splitlines())
+    assert action == {"index": {"_index": "il-records-team-a-2024.05.01", "_id": "team-a/iris/predictor/id-000001"}}
+    assert doc["request_body"] == '{"instance' and doc["request_body_truncated"] is True
+    assert doc["@timestamp"] == doc["event_time"] and doc["doc_type"] == "record"
+    (f,) = prepare(cfg, batch_of([make_failure(1)], "failure_signal"))
+    action, doc = (orjson.loads(line) for line in f.lines.splitlines())
+    assert action["index"]["_id"] == "team-a/iris/predictor/id-000001#response_missing"
+    assert action["index"]["_index"].startswith("il-failures-team-a-")
+    templates = index_templates(cfg)
+    assert templates["il-records"]["index_patterns"] == ["il-records-*"]
+    props = templates["il-records"]["template"]["mappings"]["properties"]
+    assert props["join_key"] == {"type": "keyword"} and props["metadata"] == {"type": "flat_object"}
+
+
+def test_bulk_chunks_respect_the_byte_limit() -> None:
+    cfg = SinkConfig()
+    prepared = prepare(cfg, batch_of([make_record(i) for i in range(10)]))
+    limit = sum(len(p.lines) for p in prepared[:3])
+    parts = list(chunks(prepared, limit))
+    assert len(parts[0]) == 3 and len(parts) >= 4
+    assert all(sum(len(p.lines) for p in c) <= limit for c in parts)
+    assert [p for c in parts for p in c] == prepared
+    assert [len(c) for c in chunks(prepared[:1], 10)] == [1]  # an item over the limit goes alone
+
+
+class FakeBulk:
+    """Answers each bulk with per-item statuses from a script (one list per call)."""
+
+    def __init__(self, script: list[list[int]]) -> None:
+        self.script = script
+        self.sent: list[int] = []
+
+    def bulk(self, body: bytes) -> dict[str, Any]:
+        n = body.count(b"\n") // 2
+        self.sent.append(n)
+        statuses = self.script.pop(0)
+        assert len(statuses) == n
+        items = []
+        for s in statuses:
+            err = None if s < 300 else {"type": "mapper_parsing_exception", "reason": "failed to parse field [x]"}
+            items.append({"index": {"status": s, **({"error": err} if err else {})}})
+        return {"errors": any(s >= 300 for s in statuses), "items": items}
+
+
+def test_only_429_and_5xx_items_are_retried_and_4xx_items_are_rejected() -> None:
+    sink = OpenSearchSink(SinkConfig())
+    sink.ITEM_RETRY = type(sink.ITEM_RETRY)(base_s=0.0, cap_s=0.0, attempts=3)
+    fake = FakeBulk([[201, 429, 400, 503], [200, 200]])
+    sink.client = fake  # type: ignore[assignment]
+    batch = batch_of([make_record(i) for i in range(4)])
+    rejected = sink.write(batch)
+    assert fake.sent == [4, 2]
+    assert [r.item.offset for r in rejected] == [102]
+    assert "mapper_parsing_exception" in rejected[0].reason and "400" in rejected[0].reason
+
+
+def test_items_that_keep_failing_make_the_write_retriable() -> None:
+    sink = OpenSearchSink(SinkConfig())
+    sink.ITEM_RETRY = type(sink.ITEM_RETRY)(base_s=0.0, cap_s=0.0, attempts=2)
+    sink.client = FakeBulk([[429], [429]])  # type: ignore[assignment]
+    with pytest.raises(WriteError) as exc:
+        sink.write(batch_of([make_record(0)]))
+    assert exc.value.retriable

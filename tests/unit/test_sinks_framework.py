@@ -1,0 +1,242 @@
+"""The sink framework with fakes for Kafka and the store: cuts, ticks, commits, backpressure, dead letters."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from schemas.wire import TICK_HEADER
+from sinks.config import SinkConfig
+from sinks.errors import WriteError
+from sinks.framework import Batch, Rejected, Sink, SinkRunner
+
+TOPIC = "recs"
+T0 = 1_714_550_400_000_000
+
+
+@dataclass
+class Msg:
+    _topic: str
+    _partition: int
+    _offset: int
+    _key: bytes | None
+    _value: bytes | None
+    _headers: list[tuple[str, bytes]] | None = None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+    def error(self) -> None:
+        return None
+
+
+@dataclass
+class FakeConsumer:
+    commits: list[tuple[int, int]] = field(default_factory=list)
+    paused: set[int] = field(default_factory=set)
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
+        self.commits += [(tp.partition, tp.offset) for tp in offsets]
+
+    def pause(self, tps: list[Any]) -> None:
+        self.paused |= {tp.partition for tp in tps}
+
+    def resume(self, tps: list[Any]) -> None:
+        self.paused -= {tp.partition for tp in tps}
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+
+@dataclass
+class FakeProducer:
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    def produce(self, topic: str, key: bytes | None, value: bytes, headers: list[Any], on_delivery: Any) -> None:
+        self.sent.append({"topic": topic, "key": key, "value": value, "headers": dict(headers)})
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+class JsonSerde:
+    def decode(self, data: bytes) -> dict[str, Any]:
+        return dict(json.loads(data))
+
+
+class ListSink(Sink):
+    kind = "list"
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.fail: list[Exception] = []
+        self.reject: set[int] = set()
+
+    def write(self, batch: Batch) -> list[Rejected]:
+        if self.fail:
+            raise self.fail.pop(0)
+        self.batches.append([i.offset for i in batch.records])
+        return [Rejected(i, "mapping says no") for i in batch.records if i.offset in self.reject]
+
+
+def runner(sink: Sink | None = None, **kw: Any) -> tuple[SinkRunner, FakeConsumer, FakeProducer]:
+    cfg = SinkConfig(topic_records=TOPIC, **{"flush_records": 3, "flush_span_s": 10.0, **kw})
+    r = SinkRunner(cfg, sink or ListSink())
+    r.INLINE_RETRY = type(r.INLINE_RETRY)(base_s=0.0, cap_s=0.0, attempts=1)
+    c, p = FakeConsumer(), FakeProducer()
+    r._consumer, r._producer = c, p  # type: ignore[assignment]
+    r._serdes = {TOPIC: JsonSerde()}  # type: ignore[dict-item]
+    r._assigned = {(TOPIC, 0), (TOPIC, 1)}
+    return r, c, p
+
+
+def rec(offset: int, t_s: float = 0.0, partition: int = 0) -> Msg:
+    value = {"join_key": f"k{offset}", "namespace": "ns", "isvc": "m", "event_time": T0 + int(t_s * 1e6)}
+    return Msg(TOPIC, partition, offset, f"k{offset}".encode(), json.dumps(value).encode())
+
+
+def tick(offset: int, t_s: float, partition: int = 0) -> Msg:
+    return Msg(TOPIC, partition, offset, None, b"", [(TICK_HEADER, str(T0 + int(t_s * 1e6)).encode())])
+
+
+def feed(r: SinkRunner, msgs: list[Msg]) -> None:
+    for m in msgs:
+        r._handle(m)  # type: ignore[arg-type]
+
+
+def test_cut_by_count_commits_after_each_write() -> None:
+    r, c, _ = runner()
+    sink = r.sink
+    assert isinstance(sink, ListSink)
+    feed(r, [rec(i) for i in range(7)])
+    assert sink.batches == [[0, 1, 2], [3, 4, 5]]
+    assert c.commits == [(0, 3), (0, 6)]  # offset 6 is open: not committed
+
+
+def test_cut_by_bytes() -> None:
+    r, c, _ = runner(flush_records=100, flush_bytes=200)
+    msgs = [rec(i) for i in range(5)]
+    assert all(70 < len(m.value() or b"") < 100 for m in msgs)  # so three of them reach 200 bytes
+    feed(r, msgs)
+    assert r.sink.batches == [[0, 1, 2]]  # type: ignore[attr-defined]
+    assert c.commits == [(0, 3)]
+
+
+def test_record_time_span_cuts_before_the_record_that_exceeds_it() -> None:
+    r, c, _ = runner(flush_records=100)
+    feed(r, [rec(0, 0), rec(1, 4), rec(2, 10.5), rec(3, 11)])
+    assert r.sink.batches == [[0, 1]]  # type: ignore[attr-defined]
+    assert c.commits == [(0, 2)]
+
+
+def test_tick_closes_a_batch_whose_span_is_over_and_is_committed() -> None:
+    r, c, _ = runner(flush_records=100)
+    feed(r, [rec(0, 0), rec(1, 1), tick(2, 5)])
+    assert r.sink.batches == []  # type: ignore[attr-defined]
+    feed(r, [tick(3, 10)])
+    assert r.sink.batches == [[0, 1]]  # type: ignore[attr-defined]
+    assert c.commits == [(0, 4)]  # the closing tick is covered
+    feed(r, [tick(4, 20), tick(5, 30)])  # ticks with nothing open: committed as they come
+    r._commit_ticks()
+    assert c.commits[-1] == (0, 6)
+
+
+def test_cuts_are_the_same_when_resuming_from_a_committed_offset() -> None:
+    msgs = [rec(0, 0), rec(1, 2), tick(2, 3), rec(3, 9), rec(4, 12), rec(5, 13), rec(6, 14), tick(7, 30), rec(8, 31)]
+    full, c1, _ = runner()
+    feed(full, msgs)
+    # a second worker resumes at the first commit of the first one
+    resume_at = c1.commits[0][1]
+    again, _, _ = runner()
+    feed(again, [m for m in msgs if m.offset() >= resume_at])
+    assert again.sink.batches == full.sink.batches[1:]  # type: ignore[attr-defined]
+
+
+def test_partitions_are_batched_independently() -> None:
+    r, c, _ = runner()
+    feed(r, [rec(0, partition=0), rec(0, partition=1), rec(1, partition=0), rec(2, partition=0)])
+    assert r.sink.batches == [[0, 1, 2]]  # type: ignore[attr-defined]
+    assert c.commits == [(0, 3)]
+    assert r._open[(TOPIC, 1)].size == 1
+
+
+def test_retriable_failure_pauses_keeps_the_batch_and_resumes_after_success() -> None:
+    sink = ListSink()
+    sink.fail = [WriteError("503", retriable=True), WriteError("503", retriable=True)]
+    r, c, _ = runner(sink)
+    feed(r, [rec(0), rec(1), rec(2)])
+    assert c.paused == {0} and c.commits == [] and r.stats.pauses == 1
+    feed(r, [rec(3), rec(4)])  # fetched before the pause took effect: handed back by seeking
+    assert c.seeks == [(0, 3)]
+    r._pending[(TOPIC, 0)].due = 0
+    r._retry_due()
+    assert c.paused == {0}  # second failure: still paused
+    r._pending[(TOPIC, 0)].due = 0
+    r._retry_due()
+    assert sink.batches == [[0, 1, 2]] and c.commits == [(0, 3)] and c.paused == set()
+    assert r.stats.retried == 6
+
+
+def test_permanent_failure_stops_the_sink() -> None:
+    sink = ListSink()
+    sink.fail = [WriteError("403 access denied", retriable=False)]
+    r, c, _ = runner(sink)
+    with pytest.raises(WriteError, match="permanent"):
+        feed(r, [rec(0), rec(1), rec(2)])
+    assert c.commits == []
+
+
+def test_undecodable_and_rejected_records_go_to_dead_letter_with_reasons() -> None:
+    sink = ListSink()
+    sink.reject = {2}
+    r, c, p = runner(sink)
+    feed(r, [rec(0), Msg(TOPIC, 0, 1, b"bad", b"\x00garbage"), rec(2)])
+    assert sink.batches == [[0, 2]]
+    assert [m["key"] for m in p.sent] == [b"bad", b"k2"]
+    assert p.sent[0]["headers"]["error.kind"] == b"undecodable"
+    assert p.sent[1]["headers"]["error.reason"] == b"mapping says no"
+    assert p.sent[1]["headers"]["error.offset"] == b"2" and p.sent[1]["value"] == rec(2).value()
+    assert c.commits == [(0, 3)] and r.stats.dead_lettered == 2 and r.stats.written == 1
+
+
+def test_revoked_partition_drops_its_open_batch_uncommitted() -> None:
+    from confluent_kafka import TopicPartition
+
+    r, c, _ = runner()
+    feed(r, [rec(0), rec(1)])
+    r._on_revoke(None, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    assert (TOPIC, 0) not in r._open and c.commits == []
+
+
+def test_shutdown_keeps_deterministic_batches_open_but_flushes_idempotent_sinks() -> None:
+    r, c, _ = runner()
+    feed(r, [rec(0), rec(1)])
+    r._shutdown()
+    assert r.sink.batches == [] and c.commits == []  # type: ignore[attr-defined]
+
+    class Eager(ListSink):
+        deterministic_cuts = False
+
+    r2, c2, _ = runner(Eager())
+    feed(r2, [rec(0), rec(1)])
+    r2._shutdown()
+    assert r2.sink.batches == [[0, 1]] and c2.commits == [(0, 2)]  # type: ignore[attr-defined]
