@@ -199,6 +199,8 @@ class SpoolLog:
     def commit(self, pos: Position, delivered: int) -> None:
         """Everything before ``pos`` is in Kafka: move the cursor, delete finished segments."""
         self.records -= delivered
+        while pos.segment < self.active and pos.offset >= self.sizes.get(pos.segment, 0):
+            pos = Position(pos.segment + 1, 0)  # a finished segment: point at the next one
         if self.records == 0 and pos.segment == self.active and pos.offset >= self.sizes[self.active] > 0:
             self._roll()  # all delivered: start afresh so the old file can go
             pos = Position(self.active, 0)
