@@ -265,7 +265,6 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         producer_acks=-1,
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,
-        producer_compression_type="lz4",
     )
     source = app.topic(
         cfg.topic_events,
@@ -275,7 +274,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         key_serializer="raw",
         value_serializer="raw",
     )
-    table = app.Table("pending", default=None, partitions=cfg.partitions, key_serializer="raw", value_serializer="raw")
+    table = app.Table("pending", default=None, partitions=cfg.partitions, key_type=bytes, value_type=bytes)
     joiner = Joiner(
         BytesKeyed(table),
         pair_timeout_us=int(cfg.pair_timeout_s * 1e6),

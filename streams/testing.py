@@ -1,0 +1,232 @@
+"""Helpers for the streams tests and benchmark: synthetic KServe events, a topic reader, a worker subprocess."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent, to_kafka
+from inferlog.kafka import base_config, producer_config
+from inferlog.topics import ensure_topics
+from streams.cli import streams_topic_specs
+from streams.config import StreamsConfig
+
+BASE_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+
+
+def rfc3339(us: int) -> str:
+    dt = datetime.fromtimestamp(us // 1_000_000, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{us % 1_000_000:06d}Z"
+
+
+def event(
+    ce_id: str,
+    kind: str,
+    time_us: int,
+    body: bytes = b"",
+    *,
+    namespace: str = "default",
+    isvc: str = "sklearn-iris",
+    component: str = "predictor",
+    metadata: str | None = "{}",
+    annotations: str | None = None,
+    source: str = "http://localhost:9081/",
+) -> LoggedEvent:
+    return LoggedEvent(
+        id=ce_id,
+        source=source,
+        type=REQUEST_TYPE if kind == "request" else RESPONSE_TYPE,
+        time=rfc3339(time_us),
+        datacontenttype="application/json",
+        namespace=namespace,
+        isvc=isvc,
+        component=component,
+        metadata=metadata,
+        annotations=annotations,
+        data=body,
+    )
+
+
+def pair(ce_id: str, time_us: int, latency_us: int = 20_000, **kw: Any) -> tuple[LoggedEvent, LoggedEvent]:
+    req = event(ce_id, "request", time_us, b'{"instances": [[6.8, 2.8, 4.8, 1.4]]}', **kw)
+    resp = event(ce_id, "response", time_us + latency_us, b'{"predictions": [1]}', **kw)
+    return req, resp
+
+
+def streams_config(base: Any, unique: str, **overrides: Any) -> StreamsConfig:
+    """A StreamsConfig with per-test topics, app id and store dir, from the stack's CommonConfig."""
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(StreamsConfig) if hasattr(base, f.name)}
+    cfg = StreamsConfig(**fields)
+    return dataclasses.replace(
+        cfg,
+        topic_events=f"t.events.{unique}",
+        topic_records=f"t.records.{unique}",
+        topic_failures=f"t.failures.{unique}",
+        topic_metadata=f"t.metadata.{unique}",
+        topic_deadletter=f"t.deadletter.{unique}",
+        app_id=f"t-streams-{unique}",
+        store_dir=tempfile.mkdtemp(prefix=f"streams-{unique}-"),
+        log_format="json",
+        **overrides,
+    )
+
+
+def create_topics(cfg: StreamsConfig) -> None:
+    ensure_topics(cfg, streams_topic_specs(cfg))
+
+
+def produce(
+    cfg: StreamsConfig,
+    events: Iterable[LoggedEvent | tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
+    *,
+    topic: str | None = None,
+) -> int:
+    """Produce events (or raw (key?, headers) tuples as ``(topic_key, key, value, headers)``) with the
+    murmur2 partitioner; returns the count."""
+    from confluent_kafka import Producer
+
+    producer = Producer(producer_config(cfg, **{"linger.ms": 20, "batch.num.messages": 10000}))
+    n = 0
+    for ev in events:
+        if isinstance(ev, LoggedEvent):
+            key, headers, value = to_kafka(ev)
+            producer.produce(topic or cfg.topic_events, key=key, value=value, headers=headers)
+        else:
+            _, rkey, value, headers = ev
+            producer.produce(topic or cfg.topic_events, key=rkey, value=value, headers=headers)
+        n += 1
+        if n % 5000 == 0:
+            producer.poll(0)
+    if producer.flush(60) != 0:
+        raise RuntimeError("events not delivered")
+    return n
+
+
+@dataclass(frozen=True)
+class Rec:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+
+def read_all(
+    cfg: StreamsConfig,
+    topic: str,
+    *,
+    until: Callable[[list[Rec]], bool],
+    timeout_s: float = 60.0,
+    settle_s: float = 0.0,
+) -> list[Rec]:
+    """Read ``topic`` from the beginning until ``until(records)`` holds (then for ``settle_s`` more, to catch
+    extra records) or raise TimeoutError."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            **base_config(cfg),
+            "group.id": f"reader-{os.getpid()}-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        out: list[Rec] = []
+        deadline = time.monotonic() + timeout_s
+        settle_end: float | None = None
+        while True:
+            now = time.monotonic()
+            if settle_end is not None and now >= settle_end:
+                return out
+            if settle_end is None and until(out):
+                if settle_s <= 0:
+                    return out
+                settle_end = now + settle_s
+            if now >= deadline:
+                raise TimeoutError(f"{topic}: condition not met within {timeout_s}s ({len(out)} records)")
+            for msg in consumer.consume(10000, 0.2):
+                if msg.error():
+                    continue
+                out.append(
+                    Rec(
+                        int(msg.partition() or 0),
+                        int(msg.offset() or 0),
+                        msg.key(),
+                        msg.value() or b"",
+                        {k: v or b"" for k, v in (msg.headers() or [])},
+                    )
+                )
+    finally:
+        consumer.close()
+
+
+def env_for(cfg: StreamsConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    for f in dataclasses.fields(cfg):
+        env[f"INFERLOG_{f.name.upper()}"] = str(getattr(cfg, f.name))
+    return env
+
+
+class WorkerProcess:
+    """``inferlog streams`` as a subprocess whose log goes to a file."""
+
+    def __init__(self, cfg: StreamsConfig, name: str = "w") -> None:
+        self.cfg = cfg
+        self.log_path = Path(cfg.store_dir) / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
+        exe = str(Path(sys.executable).with_name("inferlog"))
+        self.proc = subprocess.Popen(
+            [exe, "streams"], env=env_for(cfg), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "streams worker ready" in self.log_text():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready within {timeout_s}s:\n{self.log_text()[-4000:]}")
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self._log.close()
+
+
+@contextmanager
+def running_worker(cfg: StreamsConfig, name: str = "w", *, wait: bool = True) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(cfg, name)
+    try:
+        if wait:
+            w.wait_ready()
+        yield w
+    finally:
+        w.stop()

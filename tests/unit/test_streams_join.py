@@ -1,0 +1,134 @@
+"""The pure join state machine over a dict (no Faust, no Kafka)."""
+
+from __future__ import annotations
+
+from streams.enrich import Side
+from streams.join import Joiner, Orphan, Outcome, Paired, Tick
+from streams.testing import BASE_US, event, pair
+
+S = 1_000_000
+
+
+def joiner(store: dict[str, bytes] | None = None, tick_s: int = 60) -> Joiner:
+    return Joiner(
+        {} if store is None else store,
+        pair_timeout_us=30 * S,
+        done_retention_us=30 * S,
+        tick_interval_us=tick_s * S,
+    )
+
+
+def side(ev: object, offset: int, partition: int = 0) -> Side:
+    from streams.enrich import event_time_us
+
+    return Side(ev, partition, offset, event_time_us(ev, 0))  # type: ignore[arg-type]
+
+
+def kinds(outs: list[Outcome]) -> list[str]:
+    return [type(o).__name__ for o in outs if not isinstance(o, Tick)]
+
+
+def test_request_then_response_pairs_once() -> None:
+    j = joiner()
+    req, resp = pair("a", BASE_US)
+    assert kinds(j.on_event(side(req, 0))) == []
+    out = j.on_event(side(resp, 1))
+    paired = [o for o in out if isinstance(o, Paired)]
+    assert len(paired) == 1 and paired[0].request.event == req and paired[0].response.event == resp
+
+
+def test_response_first_pairs() -> None:
+    j = joiner()
+    req, resp = pair("a", BASE_US)
+    assert kinds(j.on_event(side(resp, 0))) == []
+    assert kinds(j.on_event(side(req, 1))) == ["Paired"]
+
+
+def test_duplicates_dropped_before_and_after_pairing() -> None:
+    j = joiner()
+    req, resp = pair("a", BASE_US)
+    j.on_event(side(req, 0))
+    assert kinds(j.on_event(side(req, 1))) == ["Duplicate"]
+    assert kinds(j.on_event(side(resp, 2))) == ["Paired"]
+    assert kinds(j.on_event(side(resp, 3))) == ["Duplicate"]
+    assert kinds(j.on_event(side(req, 4))) == ["Duplicate"]
+
+
+def test_reused_id_gets_its_own_pair() -> None:
+    j = joiner()
+    r1, s1 = pair("same", BASE_US)
+    r2, s2 = pair("same", BASE_US + 5 * S)
+    out = []
+    for i, ev in enumerate([r1, r2, s1, s2]):
+        out += j.on_event(side(ev, i))
+    pairs = [o for o in out if isinstance(o, Paired)]
+    assert [(p.request.event, p.response.event) for p in pairs] == [(r1, s1), (r2, s2)]
+
+
+def test_missing_response_expires_by_event_time_with_deadline_as_detected_time() -> None:
+    j = joiner()
+    req = event("lonely", "request", BASE_US, b'{"instances": [1]}')
+    j.on_event(side(req, 0))
+    other = event("x", "request", BASE_US + 29 * S)
+    assert kinds(j.on_event(side(other, 1))) == []  # watermark below the deadline
+    later = event("y", "request", BASE_US + 31 * S)
+    out = j.on_event(side(later, 2))
+    orphans = [o for o in out if isinstance(o, Orphan)]
+    assert [o.side.event.id for o in orphans] == ["lonely"]
+    assert orphans[0].detected_us == BASE_US + 30 * S
+
+
+def test_late_duplicate_after_expiry_is_dropped_and_other_side_is_orphan() -> None:
+    j = joiner()
+    req, resp = pair("a", BASE_US)
+    j.on_event(side(req, 0))
+    j.on_event(side(event("z", "request", BASE_US + 40 * S), 1))
+    assert kinds(j.on_event(side(req, 2))) == ["Duplicate"]
+    j.on_event(side(resp, 3))  # late response: pending alone now
+    out = j.on_event(side(event("w", "request", BASE_US + 80 * S), 4))
+    assert [o.side.event.type for o in out if isinstance(o, Orphan)][0].endswith("response")
+
+
+def test_idle_advance_expires_pending() -> None:
+    j = joiner()
+    req = event("lonely", "request", BASE_US)
+    j.on_event(side(req, 0))
+    assert kinds(j.on_advance(0, None, 10 * S)) == []  # W = t + 10 s: not yet due
+    out = j.on_advance(0, BASE_US, 31 * S)
+    assert [type(o).__name__ for o in out if not isinstance(o, Tick)] == ["Orphan"]
+    assert j.on_advance(5, None, 100 * S) == []  # unknown partition: nothing to advance
+
+
+def test_ticks_once_per_bucket_and_survive_restart() -> None:
+    store: dict[str, bytes] = {}
+    j = joiner(store, tick_s=10)
+    ticks = []
+    for i in range(30):
+        ev = event(f"t{i}", "request", BASE_US + i * S)
+        ticks += [o for o in j.on_event(side(ev, i)) if isinstance(o, Tick)]
+    assert [t.watermark_us for t in ticks] == [BASE_US, BASE_US + 10 * S, BASE_US + 20 * S]
+    # A fresh joiner over the same store (a restarted worker) continues the same tick sequence and
+    # still knows the pending entries.
+    j2 = joiner(store, tick_s=10)
+    out = j2.on_event(side(event("t31", "request", BASE_US + 31 * S), 31))
+    assert [t.watermark_us for t in out if isinstance(t, Tick)] == [BASE_US + 31 * S]
+    orphans = [o for o in out if isinstance(o, Orphan)]
+    assert [o.side.event.id for o in orphans] == ["t0", "t1"]
+
+
+def test_same_input_same_outcomes_and_state() -> None:
+    def run() -> tuple[list[Outcome], dict[str, bytes]]:
+        store: dict[str, bytes] = {}
+        j = joiner(store)
+        out: list[Outcome] = []
+        for i in range(200):
+            req, resp = pair(f"id{i % 150}", BASE_US + i * 400_000)
+            out += j.on_event(side(resp if i % 3 == 0 else req, 2 * i))
+            if i % 7:
+                out += j.on_event(side(req if i % 3 == 0 else resp, 2 * i + 1))
+        return out, store
+
+    a, sa = run()
+    b, sb = run()
+    assert a == b and sa == sb
+    assert sum(isinstance(o, Paired) for o in a) > 100
