@@ -1,0 +1,220 @@
+"""Fault tests against the real broker: Kafka stopped while traffic flows (202s continue through the spool;
+every acknowledged event is in Kafka exactly once afterwards), ``kill -9`` of an ingest holding a spool
+(restart → drained, exactly once), and SIGTERM under load (nothing acknowledged is lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from inferlog.config import CommonConfig, load
+from inferlog.retry import wait_until
+from ingest import examples
+from ingest.app import INGEST_KEY, build_app
+from ingest.config import IngestConfig
+from tests.integration.test_ingest_contract import consume, ingest_config
+
+pytestmark = pytest.mark.integration
+INFERLOG = str(Path(sys.executable).parent / "inferlog")
+
+
+def event_headers(ce_id: str, response: bool = False) -> list[tuple[str, str]]:
+    src = examples.A_RESPONSE if response else examples.A_REQUEST
+    return [(k, ce_id if k == "Ce-Id" else v) for k, v in src.headers]
+
+
+def acked_ids(msgs: list[Any]) -> collections.Counter[str]:
+    return collections.Counter(dict(m.headers())["ce_id"].decode() for m in msgs)
+
+
+async def test_broker_outage_spools_and_delivers_exactly_once(stack: CommonConfig, unique: str, tmp_path: Path) -> None:
+    from inferlog.stack.manager import StackConfig, start, stop
+
+    stack_cfg = load(StackConfig)
+    cfg = ingest_config(stack, unique, tmp_path, produce_timeout_s=2.0)
+    client = TestClient(TestServer(build_app(cfg)))
+    await client.start_server()
+    ingest = client.app[INGEST_KEY]
+    acked: list[str] = []
+    bad: list[tuple[str, int]] = []
+    sending = True
+
+    async def sender(n: int) -> None:
+        i = 0
+        while sending:
+            ce_id = f"out-{n}-{i}"
+            i += 1
+            async with client.post("/", data=b'{"instances": [[1]]}', headers=event_headers(ce_id)) as resp:
+                if resp.status == 202:
+                    acked.append(ce_id)
+                else:
+                    bad.append((ce_id, resp.status))
+            await asyncio.sleep(0.02)  # pacing: ~50 events/s per sender
+
+    async def until(pred: Any, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not pred():
+            assert time.monotonic() < deadline, f"{what} not reached within {timeout_s}s"
+            await asyncio.sleep(0.05)
+
+    senders = [asyncio.create_task(sender(n)) for n in range(4)]
+    try:
+        await until(lambda: len(acked) >= 40, 20, "traffic flowing")
+        before_outage = len(acked)
+        try:
+            await asyncio.to_thread(stop, stack_cfg, ("kafka",))
+            await until(lambda: ingest.spool.depth >= 40, 20, "events spooled while Kafka is down")
+            assert not ingest.producer.up
+        finally:
+            await asyncio.to_thread(start, stack_cfg, ("kafka",))
+        await until(lambda: ingest.spool.depth == 0 and ingest.producer.up, 60, "spool drained")
+        after = len(acked)
+        await until(lambda: len(acked) >= after + 20, 20, "direct traffic again")
+    finally:
+        sending = False
+        await asyncio.gather(*senders, return_exceptions=True)
+        await client.close()
+    assert bad == [], bad[:5]
+    assert len(acked) > before_outage + 40
+    got = acked_ids(await asyncio.to_thread(consume, cfg, cfg.topic_events, len(acked), 60))
+    missing = set(acked) - set(got)
+    dupes = {k: v for k, v in got.items() if v > 1}
+    assert not missing, sorted(missing)[:10]
+    assert not dupes, dupes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def ingest_process(cfg: IngestConfig, port: int, *, bootstrap: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    cmd = [
+        INGEST_ARGS[0],
+        *INGEST_ARGS[1:],
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--spool-dir",
+        cfg.spool_dir,
+        "--kafka-bootstrap",
+        bootstrap,
+        "--topic-events",
+        cfg.topic_events,
+        "--topic-deadletter",
+        cfg.topic_deadletter,
+        "--produce-timeout-s",
+        "1",
+        "--no-create-topics",
+        "--log-format",
+        "text",
+    ]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_until(lambda: _get(port, "/healthz")[0] == 200, timeout_s=30, what="ingest up")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+INGEST_ARGS = [INFERLOG, "ingest"]
+
+
+def _get(port: int, path: str) -> tuple[int, Any]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+            return resp.status, json.loads(resp.read() or b"null") if path == "/readyz" else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except OSError:
+        return 0, None
+
+
+async def post_many(
+    port: int, ids: list[str], concurrency: int = 8, statuses: dict[str, int] | None = None
+) -> dict[str, int]:
+    statuses = {} if statuses is None else statuses
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as session:
+
+        async def one(ce_id: str) -> None:
+            async with sem:
+                try:
+                    async with session.post(
+                        f"http://127.0.0.1:{port}/", data=b'{"predictions": [1]}', headers=event_headers(ce_id, True)
+                    ) as resp:
+                        statuses[ce_id] = resp.status
+                except aiohttp.ClientError:
+                    statuses[ce_id] = 0
+
+        await asyncio.gather(*(one(i) for i in ids))
+    return statuses
+
+
+def test_kill_9_with_a_full_spool_then_restart_drains(stack: CommonConfig, unique: str, tmp_path: Path) -> None:
+    cfg = ingest_config(stack, unique, tmp_path)
+    port = free_port()
+    ids = [f"k9-{i}" for i in range(60)]
+    log = tmp_path / "ingest.log"
+    with ingest_process(cfg, port, bootstrap="127.0.0.1:1", log=log) as proc:  # Kafka unreachable: spool
+        statuses = asyncio.run(post_many(port, ids))
+        assert set(statuses.values()) == {202}, collections.Counter(statuses.values())
+        assert _get(port, "/readyz")[1]["spool_records"] == 60
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert list(Path(cfg.spool_dir).glob("*.seg"))
+    with ingest_process(cfg, port, bootstrap=cfg.kafka_bootstrap, log=log):
+        wait_until(
+            lambda: _get(port, "/readyz")[1]["spool_records"] == 0, timeout_s=60, what="spool drained after restart"
+        )
+    got = acked_ids(consume(cfg, cfg.topic_events, len(ids)))
+    assert got == collections.Counter({i: 1 for i in ids}), log.read_text()[-2000:]
+
+
+def test_sigterm_under_load_loses_nothing_acknowledged(stack: CommonConfig, unique: str, tmp_path: Path) -> None:
+    import threading
+
+    cfg = ingest_config(stack, unique, tmp_path)
+    port = free_port()
+    ids = [f"term-{i}" for i in range(600)]
+    statuses: dict[str, int] = {}
+    with ingest_process(cfg, port, bootstrap=cfg.kafka_bootstrap, log=tmp_path / "ingest.log") as proc:
+        loader = threading.Thread(target=lambda: asyncio.run(post_many(port, ids, 16, statuses)))
+        loader.start()
+        try:
+            wait_until(lambda: len(statuses) >= 100, timeout_s=30, what="traffic flowing")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            loader.join(timeout=60)
+    acked = [i for i, s in statuses.items() if s == 202]
+    assert len(acked) >= 100
+    assert len(acked) < len(ids), "SIGTERM came after all traffic: the test proved nothing"
+    got = acked_ids(consume(cfg, cfg.topic_events, len(acked)))
+    assert set(acked) <= set(got)
+    assert all(v == 1 for v in got.values())
+    assert all(s in (202, 503, 0) for s in statuses.values())
