@@ -262,6 +262,8 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=cfg.commit_interval_s,
         stream_buffer_maxsize=cfg.buffer_maxsize,
+        broker_session_timeout=cfg.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, cfg.session_timeout_s / 3),
         producer_acks=-1,
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,

@@ -36,6 +36,9 @@ class StreamsConfig(CommonConfig):
     metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (0: disabled)")
     commit_interval_s: float = setting(2.8, "Seconds between offset commits (after the producer is flushed)")
     buffer_maxsize: int = setting(16384, "Faust stream buffer size per partition")
+    session_timeout_s: float = setting(
+        30.0, "Consumer-group session timeout: how long a crashed worker keeps its partitions before a rebalance"
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -25,7 +25,13 @@ def test_time_parsing_nanoseconds_offsets_and_garbage() -> None:
         ("response", b'{"id":"x","model_name":"iris","model_version":"2","outputs":[]}', "v2", "iris", None),
         ("request", b'{"model":"llama","messages":[{"role":"user","content":"hi"}]}', "openai", "llama", 1),
         ("response", b'{"object":"chat.completion","model":"llama","choices":[]}', "openai", "llama", None),
-        ("response", b'data: {"model":"llama","choices":[]}\n\ndata: {"choices":[]}\n\ndata: [DONE]\n\n', "openai", "llama", None),
+        (
+            "response",
+            b'data: {"model":"llama","choices":[]}\n\ndata: {"choices":[]}\n\ndata: [DONE]\n\n',
+            "openai",
+            "llama",
+            None,
+        ),
         ("request", b"", "unknown", None, None),
     ],
 )
