@@ -172,6 +172,8 @@ class SinkStats:
     batches: int = 0
     commits: int = 0
     pauses: int = 0
+    first_record_at: float = 0.0  # time.monotonic() of the first record consumed
+    last_write_at: float = 0.0  # time.monotonic() of the last successful write
 
 
 @dataclass
@@ -288,6 +290,8 @@ class SinkRunner:
                 self._close(tp)
             return
         self.stats.records_in += 1
+        if not self.stats.first_record_at:
+            self.stats.first_record_at = time.monotonic()
         RECORDS_IN.labels(self.sink.kind, topic).inc()
         item = self._decode(topic, offset, msg.key(), msg.value() or b"", headers)
         t_us = record_time_us(item.record) if item.record is not None else None
@@ -388,6 +392,7 @@ class SinkRunner:
             metrics.count(self.sink.stage, ns, isvc, n)
         self.stats.written += len(written)
         self.stats.batches += 1
+        self.stats.last_write_at = time.monotonic()
         RECORDS_WRITTEN.labels(self.sink.kind, batch.topic).inc(len(written))
         self._commit(tp, batch.end_offset + 1)
 
