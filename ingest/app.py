@@ -18,7 +18,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from inferlog import config as config_mod
-from inferlog import metrics as pipeline
 from ingest import metrics
 from ingest.claimcheck import ClaimCheck
 from ingest.config import IngestConfig
@@ -55,18 +54,15 @@ class Handlers:
 
     async def event(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        outcome = "rejected"
-        try:
-            response: web.StreamResponse
-            if request.method != "POST":
-                response = problem_response(405, Exception(f"{request.method} is not accepted here; POST events"))
-                response.headers["Allow"] = "POST"
-                metrics.REJECTED.labels(reason="method").inc()
-            else:
-                outcome, response = await self._post(request)
-        finally:
-            metrics.LATENCY.labels(outcome=outcome).observe(time.perf_counter() - started)
-        metrics.REQUESTS.labels(code=str(response.status)).inc()
+        response: web.StreamResponse
+        if request.method != "POST":
+            response = problem_response(405, Exception(f"{request.method} is not accepted here; POST events"))
+            response.headers["Allow"] = "POST"
+            metrics.REJECTED.labels(reason="method").inc()
+            outcome = "rejected"
+        else:
+            outcome, response = await self._post(request)
+        metrics.observe_request(response.status, outcome, time.perf_counter() - started)
         return response
 
     async def _post(self, request: web.Request) -> tuple[str, web.StreamResponse]:
@@ -105,7 +101,7 @@ class Handlers:
             retry_after = self.cfg.retry_after_s if exc.status == 503 else None
             return "rejected", problem_response(exc.status, exc, retry_after=retry_after)
         for ev in kept:
-            pipeline.count("received", ev.namespace, ev.isvc)
+            metrics.TALLY.add("received", ev.namespace, ev.isvc)
         return where, web.Response(status=202)
 
     async def healthz(self, request: web.Request) -> web.Response:

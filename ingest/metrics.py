@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from inferlog import metrics as pipeline
 
 REQUESTS = Counter("inferlog_ingest_requests", "HTTP requests answered, by status code", ["code"])
 EVENTS = Counter(
     "inferlog_ingest_events",
-    "CloudEvents by outcome (produced, spooled, sampled_out, claim_checked, drained, dead_lettered) per model",
+    "CloudEvents by ingest-only outcome (sampled_out, claim_checked) per model; produced/spooled/dead_lettered/"
+    "received are in inferlog_pipeline_events_total",
     ["outcome", "namespace", "isvc"],
 )
 REJECTED = Counter("inferlog_ingest_rejected", "Requests rejected, by reason", ["reason"])
@@ -21,3 +26,40 @@ SPOOL_RECORDS = Gauge("inferlog_ingest_spool_records", "Events in the local spoo
 SPOOL_BYTES = Gauge("inferlog_ingest_spool_bytes", "Bytes in the local spool waiting for Kafka")
 SPOOL_CAPACITY = Gauge("inferlog_ingest_spool_capacity_bytes", "Configured spool capacity")
 KAFKA_UP = Gauge("inferlog_ingest_kafka_up", "1 when the ingest produces straight to Kafka, 0 while it spools")
+
+
+_request_children: dict[str, Any] = {}
+_latency_children: dict[str, Any] = {}
+
+
+def observe_request(code: int, outcome: str, seconds: float) -> None:
+    """Count one answered request and its latency (label children cached: this is the hot path)."""
+    key = str(code)
+    child = _request_children.get(key)
+    if child is None:
+        child = _request_children[key] = REQUESTS.labels(code=key)
+    child.inc()
+    lat = _latency_children.get(outcome)
+    if lat is None:
+        lat = _latency_children[outcome] = LATENCY.labels(outcome=outcome)
+    lat.observe(seconds)
+
+
+class Tally:
+    """Per-model stage counts gathered on the hot path and handed to :func:`inferlog.metrics.count` in bulk
+    (on every scrape, every second, and at shutdown), so a request costs a dict update, not a label lookup."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, str], int] = {}
+
+    def add(self, stage: str, namespace: str, isvc: str, n: int = 1) -> None:
+        key = (stage, namespace, isvc)
+        self._counts[key] = self._counts.get(key, 0) + n
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, {}
+        for (stage, namespace, isvc), n in counts.items():
+            pipeline.count(stage, namespace, isvc, n)
+
+
+TALLY = Tally()

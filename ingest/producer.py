@@ -1,8 +1,9 @@
 """confluent-kafka producer bridged into asyncio.
 
 Many in-flight HTTP requests share librdkafka's batches: :meth:`EventProducer.produce` enqueues the record and
-returns a future; a background thread polls the producer and resolves the futures on the event loop through
-``loop.call_soon_threadsafe`` when the broker's delivery report arrives. There is no per-request flush.
+returns a future; a background thread polls the producer and, after each poll, hands the batch of delivery
+reports it served to the event loop with one ``loop.call_soon_threadsafe``, which resolves the futures.
+There is no per-request flush.
 
 ``message.timeout.ms`` is the ingest's bound on Kafka (``produce_timeout_s``): a record not acknowledged
 within it fails (librdkafka did not persist it) and the caller spools it instead. Broker-wide trouble
@@ -13,6 +14,7 @@ straight to the spool instead of waiting out the bound.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -86,6 +88,7 @@ class EventProducer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reports: list[tuple[asyncio.Future[Message], KafkaError | None, Message]] = []
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -94,6 +97,16 @@ class EventProducer:
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand the delivery reports gathered by one poll to the event loop in a single wake-up."""
+        if self._reports and self._loop is not None:
+            batch, self._reports = self._reports, []
+            self._loop.call_soon_threadsafe(_resolve_all, batch)
+
+    def _report(self, fut: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
+        self._reports.append((fut, err, msg))  # runs on the thread that polls
 
     def _on_error(self, err: KafkaError) -> None:
         # Runs on the poll thread.
@@ -130,12 +143,13 @@ class EventProducer:
         loop = self._loop or asyncio.get_running_loop()
         fut: asyncio.Future[Message] = loop.create_future()
 
-        def done(err: KafkaError | None, msg: Message) -> None:  # runs on the poll thread
-            loop.call_soon_threadsafe(_resolve, fut, err, msg)
-
         try:
             self._producer.produce(
-                topic or self.topic, key=record.key, value=record.value, headers=list(record.headers), on_delivery=done
+                topic or self.topic,
+                key=record.key,
+                value=record.value,
+                headers=list(record.headers),
+                on_delivery=functools.partial(self._report, fut),
             )
         except BufferError:
             fut.set_exception(ProduceFailed("librdkafka's local queue is full"))
@@ -153,6 +167,7 @@ class EventProducer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        self._dispatch()  # reports served by flush on this thread
         return left
 
     def probe(self, timeout_s: float = 2.0) -> bool:
@@ -162,6 +177,11 @@ class EventProducer:
             return True
         except KafkaException:
             return False
+
+
+def _resolve_all(batch: list[tuple[asyncio.Future[Message], KafkaError | None, Message]]) -> None:
+    for fut, err, msg in batch:
+        _resolve(fut, err, msg)
 
 
 def _resolve(fut: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:

@@ -13,7 +13,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from inferlog import metrics as pipeline
 from inferlog.events import LoggedEvent, to_kafka
 from inferlog.retry import Backoff
 from ingest import metrics
@@ -50,6 +49,7 @@ class Ingest:
         self.spool = spool
         self.closing = False
         self._drain_task: asyncio.Task[None] | None = None
+        self._tally_task: asyncio.Task[None] | None = None
         self._stop_drain = asyncio.Event()
         self._ahead: set[Position] = set()  # spool records already in Kafka beyond the committed cursor
         metrics.SPOOL_CAPACITY.set(cfg.spool_max_bytes)
@@ -58,6 +58,7 @@ class Ingest:
     def start(self) -> None:
         self.producer.start()
         self._drain_task = asyncio.create_task(self._drain_loop(), name="spool-drain")
+        self._tally_task = asyncio.create_task(self._tally_loop(), name="metrics-tally")
         if self.spool.depth:
             log.info("spool holds events from before: draining", extra={"records": self.spool.depth})
 
@@ -75,6 +76,14 @@ class Ingest:
         if left:
             log.warning("producer closed with records still in flight", extra={"records": left})
         await self.spool.close()
+        if self._tally_task is not None:
+            self._tally_task.cancel()
+        metrics.TALLY.flush()
+
+    async def _tally_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            metrics.TALLY.flush()
 
     @property
     def spooling(self) -> bool:
@@ -84,6 +93,7 @@ class Ingest:
         return not self.closing and (self.producer.up or self.spool.has_room())
 
     def refresh_gauges(self) -> None:
+        metrics.TALLY.flush()
         metrics.SPOOL_RECORDS.set(self.spool.depth)
         metrics.SPOOL_BYTES.set(self.spool.size_bytes)
         metrics.KAFKA_UP.set(0 if self.spooling else 1)
@@ -99,13 +109,16 @@ class Ingest:
         if self.spooling:
             await self._to_spool(records)
             return "spool"
-        futures = [self.producer.produce(r) for r in records]
-        try:
-            results = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), timeout=self.cfg.produce_timeout_s + 5
-            )
-        except TimeoutError:  # the delivery reports never came: librdkafka is wedged; spool them
-            results = [ProduceFailed("no delivery report") if not f.done() or f.exception() else None for f in futures]
+        # librdkafka reports every record within message.timeout.ms (= produce_timeout_s): no timer of our own.
+        results: list[Any]
+        if len(records) == 1:
+            try:
+                results = [await self.producer.produce(records[0])]
+            except ProduceFailed as exc:
+                results = [exc]
+        else:
+            futures = [self.producer.produce(r) for r in records]
+            results = await asyncio.gather(*futures, return_exceptions=True)
         retry: list[Record] = []
         fatal: list[tuple[Record, BaseException]] = []
         for record, res in zip(records, results, strict=True):
@@ -144,8 +157,7 @@ class Ingest:
     @staticmethod
     def _count(stage: str, record: Record) -> None:
         ns, isvc = _labels(record)
-        pipeline.count(stage, ns, isvc)
-        metrics.EVENTS.labels(outcome=stage, namespace=ns or "-", isvc=isvc or "-").inc()
+        metrics.TALLY.add(stage, ns, isvc)
 
     # -- the drain -------------------------------------------------------------------------------------------
     async def _drain_loop(self) -> None:

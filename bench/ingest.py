@@ -1,0 +1,292 @@
+"""Benchmark the ingest against the real broker, next to a no-op aiohttp handler measured in the same run.
+
+Each server runs as its own process; this process is the load generator (a minimal keep-alive HTTP/1.1
+client on raw asyncio streams, so that the generator is cheaper than the servers it measures). For each body
+size it measures, per server:
+
+- the maximum rate: ``--connections`` keep-alive connections in a closed loop for ``--duration`` seconds
+  → events/s, p50 and p99 latency;
+- the latency at half of that maximum: an open loop at 50 % of the rate (latency counted from each
+  request's scheduled time, so queueing is not hidden) → p50 and p99;
+- the server's RSS (peak, from /proc).
+
+It prints both servers' figures and the ratio ingest / no-op. Requests are KServe-shaped binary-mode
+CloudEvents (v2 bodies of the chosen size, fresh ``Ce-Id`` each). The ingest acknowledges each one only
+after Kafka's delivery report (acks=all). The topic is created for the run and deleted afterwards.
+
+    .venv/bin/python bench/ingest.py                  # defaults: 1 KiB and 64 KiB, 64 connections
+    .venv/bin/python bench/ingest.py --sizes 1024 --duration 10 --connections 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INFERLOG = str(Path(sys.executable).parent / "inferlog")
+
+
+# -- the no-op baseline server ----------------------------------------------------------------------------------
+def serve_noop(port: int) -> None:
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=202)
+
+    app = web.Application(client_max_size=32 << 20)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=1024)
+
+
+# -- load generation --------------------------------------------------------------------------------------------
+def make_body(size: int) -> bytes:
+    head = b'{"inputs":[{"name":"input-0","shape":[1,N],"datatype":"FP32","data":['
+    tail = b"]}]}"
+    values = []
+    n = 0
+    total = len(head) + len(tail)
+    i = 0
+    while total < size - 8:
+        v = f"{(i * 7919 % 10007) / 1000:.3f}".encode()
+        values.append(v)
+        total += len(v) + 1
+        i += 1
+        n += 1
+    body = head.replace(b"N", str(n).encode()) + b",".join(values) + tail
+    return body + b" " * max(0, size - len(body))
+
+
+def request_parts(port: int, body: bytes, ns: str) -> tuple[bytes, bytes]:
+    """The request bytes before and after the 36-character Ce-Id."""
+    head = (
+        f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: Go-http-client/1.1\r\n"
+        f'Content-Length: {len(body)}\r\nCe-Annotations: {{"team":"bench"}}\r\nCe-Component: predictor\r\n'
+        "Ce-Endpoint: \r\nCe-Inferenceservicename: bench-model\r\n"
+        f'Ce-Metadata: {{"X-Request-Id":["r-1"]}}\r\nCe-Namespace: {ns}\r\n'
+        "Ce-Recordedtime: 2026-03-10T09:14:03.8150021Z\r\nCe-Source: http://localhost:9081/\r\n"
+        "Ce-Specversion: 1.0\r\nCe-Time: 2026-03-10T09:14:03.811983Z\r\n"
+        "Ce-Type: org.kubeflow.serving.inference.request\r\nContent-Type: application/json\r\nCe-Id: "
+    ).encode()
+    return head, b"\r\n\r\n" + body
+
+
+@dataclass
+class Result:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> int:
+    writer.write(data)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    idx = head.lower().find(b"content-length:")
+    if idx >= 0:
+        length = int(head[idx + 15 : head.index(b"\r\n", idx)])
+        if length:
+            await reader.readexactly(length)
+    return status
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+async def closed_loop(port: int, parts: tuple[bytes, bytes], connections: int, duration: float) -> Result:
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + duration
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop:
+                data = parts[0] + str(uuid.uuid4()).encode() + parts[1]
+                t0 = time.perf_counter()
+                status = await _exchange(reader, writer, data)
+                lat.append(time.perf_counter() - t0)
+                errors += status != 202
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    return Result(len(lat) / elapsed, _pct(lat, 0.5), _pct(lat, 0.99), errors)
+
+
+async def open_loop(port: int, parts: tuple[bytes, bytes], connections: int, rate: float, duration: float) -> Result:
+    lat: list[float] = []
+    errors = 0
+    total = int(rate * duration)
+    start = time.perf_counter() + 0.1
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal errors, next_index
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while next_index < total:
+                i = next_index
+                next_index += 1
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                data = parts[0] + str(uuid.uuid4()).encode() + parts[1]
+                status = await _exchange(reader, writer, data)
+                lat.append(time.perf_counter() - due)  # from the scheduled time: no coordinated omission
+                errors += status != 202
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return Result(rate, _pct(lat, 0.5), _pct(lat, 0.99), errors)
+
+
+# -- servers ----------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"server on {port} did not start")
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MiB."""
+    cur = peak = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            cur = int(line.split()[1]) / 1024
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    return cur, peak
+
+
+def start_server(kind: str, port: int, topic: str, spool_dir: str) -> subprocess.Popen[bytes]:
+    if kind == "noop":
+        cmd = [sys.executable, __file__, "--serve-noop", str(port)]
+    else:
+        cmd = [
+            INFERLOG,
+            "ingest",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--topic-events",
+            topic,
+            "--spool-dir",
+            spool_dir,
+            "--log-level",
+            "warning",
+        ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError((proc.stderr.read() if proc.stderr else b"").decode()[-2000:]) from None
+    return proc
+
+
+def run(args: argparse.Namespace) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from inferlog.config import CommonConfig, load
+    from inferlog.topics import TopicSpec, ensure_topics
+
+    common = load(CommonConfig)
+    topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
+    ensure_topics(common, [TopicSpec(topic, common.partitions)])
+    rows: list[tuple[str, int, Result, Result, float]] = []
+    spool = tempfile.mkdtemp(prefix="inferlog-bench-spool-")
+    try:
+        for size in args.sizes:
+            body = make_body(size)
+            for kind in ("noop", "ingest"):
+                port = free_port()
+                proc = start_server(kind, port, topic, spool)
+                try:
+                    parts = request_parts(port, body, "bench")
+                    asyncio.run(closed_loop(port, parts, args.connections, min(1.0, args.duration)))  # warm-up
+                    best = asyncio.run(closed_loop(port, parts, args.connections, args.duration))
+                    half = asyncio.run(open_loop(port, parts, args.connections, best.rate / 2, args.duration))
+                    _, peak = rss_mib(proc.pid)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+                rows.append((kind, size, best, half, peak))
+                print(
+                    f"{kind:7s} {size:>6d} B  max {best.rate:8.0f} ev/s  p50 {best.p50_ms:6.2f} ms  "
+                    f"p99 {best.p99_ms:6.2f} ms | at {half.rate:6.0f} ev/s: p50 {half.p50_ms:6.2f} ms  "
+                    f"p99 {half.p99_ms:6.2f} ms | RSS peak {peak:6.1f} MiB | errors {best.errors + half.errors}",
+                    flush=True,
+                )
+    finally:
+        AdminClient({"bootstrap.servers": common.kafka_bootstrap}).delete_topics([topic])
+    print()
+    print(
+        f"{'body':>8s} {'ingest ev/s':>12s} {'no-op ev/s':>11s} {'ratio':>6s} {'p99@half ingest':>16s} "
+        f"{'p99@half no-op':>15s} {'RSS ingest':>11s} {'RSS no-op':>10s}"
+    )
+    for size in args.sizes:
+        noop = next(r for r in rows if r[0] == "noop" and r[1] == size)
+        ing = next(r for r in rows if r[0] == "ingest" and r[1] == size)
+        print(
+            f"{size:>8d} {ing[2].rate:>12.0f} {noop[2].rate:>11.0f} {ing[2].rate / noop[2].rate:>6.2f} "
+            f"{ing[3].p99_ms:>13.2f} ms {noop[3].p99_ms:>12.2f} ms {ing[4]:>7.1f} MiB {noop[4]:>6.1f} MiB"
+        )
+    print(
+        f"\n{os.cpu_count()} cores; {args.connections} keep-alive connections; {args.duration:.0f} s per phase; "
+        "ingest acks after Kafka's delivery report (acks=all, idempotent)."
+    )
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--sizes",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1024, 65536],
+        help="body sizes in bytes, comma-separated (default 1024,65536)",
+    )
+    p.add_argument("--connections", type=int, default=64, help="concurrent keep-alive connections (default 64)")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per measured phase (default 8)")
+    p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve_noop:
+        serve_noop(args.serve_noop)
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
