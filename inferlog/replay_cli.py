@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "replay",
         help="replay events or records by time/offsets to a topic, an HTTP endpoint (shadow traffic) or a file",
         description="Read inferlog.events (default) or inferlog.records, filter, and send to exactly one target. "
-        "Topic targets keep key, headers, value and timestamp, so re-running into the pipeline is idempotent. "
+        "Topic targets keep key, headers, value and timestamp, so re-running into the pipeline is idempotent "
+        "(the read is bounded by the end offsets taken at start, so --to-topic may be the source topic). "
         "HTTP targets receive each request event's original body and Content-Type. Resumable with --checkpoint.",
     )
     p.add_argument("--source", choices=("events", "records"), default="events", help="topic to read")
@@ -77,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
     topic = cfg.topic_records if records else cfg.topic_events
     if args.to_http and records:
         raise ReplayError("--to-http replays request events: use --source events")
-    if args.to_topic == topic:
-        raise ReplayError(f"--to-topic {topic} is the source topic: that would loop")
     keys = set(args.ids or [])
     if args.ids_file:
         keys.update(line.strip() for line in args.ids_file.read_text().splitlines() if line.strip())

@@ -114,8 +114,8 @@ class Ingest:
         if len(records) == 1:
             try:
                 results = [await self.producer.produce(records[0])]
-            except ProduceFailed as exc:
-                results = [exc]
+            except ProduceFailed as failed:
+                results = [failed]
         else:
             futures = [self.producer.produce(r) for r in records]
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -129,8 +129,8 @@ class Ingest:
                     retry.append(record)
             else:
                 self._count("produced", record)
-        for record, exc in fatal:
-            await self._dead_letter(record, str(exc))
+        for record, error in fatal:
+            await self._dead_letter(record, str(error))
         if retry:
             self.producer.mark_down()
             await self._to_spool(retry)
