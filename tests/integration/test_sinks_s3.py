@@ -255,3 +255,32 @@ def test_kill9_during_flow_leaves_every_key_exactly_once(
         zip(table.column("kafka_partition").to_pylist(), table.column("kafka_offset").to_pylist(), strict=True)
     )
     assert max(offsets.values()) == 1
+
+
+class _Crash(BaseException):
+    """Stands for kill -9 right after an upload, before the commit."""
+
+
+class CrashAfterUpload(S3Sink):
+    def write(self, batch: Any) -> Any:
+        super().write(batch)
+        raise _Crash
+
+
+def test_crash_between_upload_and_commit_rewrites_the_same_object(cfg: SinkConfig) -> None:
+    cfg = dataclasses.replace(cfg, flush_records=200, s3_prefix="crash", sink_topics=cfg.topic_records)
+    produce(cfg, cfg.topic_records, "inference_record", [make_record(i) for i in range(1000)])
+    produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)
+    runner = SinkRunner(cfg, CrashAfterUpload(cfg))
+    stop, errors = threading.Event(), []
+    run_until(runner, stop, errors.append).join(60)
+    assert len(errors) == 1 and isinstance(errors[0], _Crash)
+    uploaded_uncommitted = objects(cfg, "crash")
+    assert len(uploaded_uncommitted) == 1 and runner.stats.commits == 0
+
+    run_in_thread(cfg)  # the restart: same group, resumes before the uncommitted object
+    after = objects(cfg, "crash")
+    assert set(uploaded_uncommitted) <= set(after)
+    table = read_table(cfg, "crash", cfg.topic_records)
+    counts = Counter(table.column("join_key").to_pylist())
+    assert len(counts) == 1000 and max(counts.values()) == 1
