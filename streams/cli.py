@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from inferlog import config, logs
 from inferlog.config import CommonConfig
@@ -67,9 +68,41 @@ def run_worker(cfg: StreamsConfig) -> int:
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port)
     app = build_app(cfg, record_serde, failure_serde, meta)
+    prepare_state(cfg, Path(app.conf.tabledir))
     worker = StreamsWorker(app, loglevel=cfg.log_level.upper(), override_logging=False, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            (Path(cfg.store_dir) / CLEAN_MARKER).touch()
+            log.info("streams worker stopped cleanly")
+        raise
     return 0  # pragma: no cover (execute_from_commandline exits)
+
+
+CLEAN_MARKER = "CLEAN-SHUTDOWN"
+
+
+def prepare_state(cfg: StreamsConfig, tabledir: Path) -> None:
+    """Drop the local RocksDB state unless the previous run stopped cleanly.
+
+    Faust writes the local store at once and the changelog asynchronously, so after a ``kill -9`` the local
+    state can be *ahead* of the changelog (e.g. a pair marked done whose output never reached Kafka, which
+    would then be dropped as a duplicate on replay: a lost pair). After an unclean stop the state is
+    therefore rebuilt from the changelog, which Faust flushes before committing source offsets.
+    """
+    import logging
+    import shutil
+
+    marker = Path(cfg.store_dir) / CLEAN_MARKER
+    clean = marker.exists()
+    marker.unlink(missing_ok=True)
+    if not clean and tabledir.exists():
+        logging.getLogger("inferlog.streams").warning(
+            "previous run did not stop cleanly: rebuilding join state from the changelog",
+            extra={"tabledir": str(tabledir)},
+        )
+        shutil.rmtree(tabledir)
 
 
 def run_metadata_set(args: argparse.Namespace) -> int:

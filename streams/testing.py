@@ -88,7 +88,7 @@ def create_topics(cfg: StreamsConfig) -> None:
 
 def produce(
     cfg: StreamsConfig,
-    events: Iterable[LoggedEvent | tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
+    events: Iterable[LoggedEvent | tuple[Any, bytes | None, bytes, list[tuple[str, bytes]]]],
     *,
     topic: str | None = None,
 ) -> int:
@@ -101,10 +101,10 @@ def produce(
     for ev in events:
         if isinstance(ev, LoggedEvent):
             key, headers, value = to_kafka(ev)
-            producer.produce(topic or cfg.topic_events, key=key, value=value, headers=headers)
+            producer.produce(topic or cfg.topic_events, key=key, value=value, headers=list(headers))
         else:
             _, rkey, value, headers = ev
-            producer.produce(topic or cfg.topic_events, key=rkey, value=value, headers=headers)
+            producer.produce(topic or cfg.topic_events, key=rkey, value=value, headers=list(headers))
         n += 1
         if n % 5000 == 0:
             producer.poll(0)
@@ -167,7 +167,10 @@ def read_all(
                         int(msg.offset() or 0),
                         msg.key(),
                         msg.value() or b"",
-                        {k: v or b"" for k, v in (msg.headers() or [])},
+                        {
+                            str(k): v if isinstance(v, bytes) else (v or "").encode()
+                            for k, v in list(msg.headers() or [])
+                        },
                     )
                 )
     finally:

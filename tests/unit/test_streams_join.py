@@ -86,7 +86,7 @@ def test_late_duplicate_after_expiry_is_dropped_and_other_side_is_orphan() -> No
     assert kinds(j.on_event(side(req, 2))) == ["Duplicate"]
     j.on_event(side(resp, 3))  # late response: pending alone now
     out = j.on_event(side(event("w", "request", BASE_US + 80 * S), 4))
-    assert [o.side.event.type for o in out if isinstance(o, Orphan)][0].endswith("response")
+    assert next(o.side.event.type for o in out if isinstance(o, Orphan)).endswith("response")
 
 
 def test_idle_advance_expires_pending() -> None:
