@@ -37,12 +37,15 @@ def _run(cfg: SinkConfig, sink: Sink) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    runner = SinkRunner(cfg, sink)
     if cfg.sink_metrics_port:
-        from prometheus_client import start_http_server
+        from inferlog import health
 
-        start_http_server(cfg.sink_metrics_port)
+        health.serve(
+            cfg.sink_metrics_port, alive=runner.alive, ready=lambda: runner.ready.is_set() and not stop.is_set()
+        )
     log.info("sink config", extra={"config": config.redacted(cfg)})
-    SinkRunner(cfg, sink).run(stop)
+    runner.run(stop)
     return 0
 
 

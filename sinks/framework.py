@@ -212,6 +212,11 @@ class SinkRunner:
         self._producer: Producer | None = None
         self._last_lag = 0.0
         self.ready = threading.Event()
+        self.last_loop = time.monotonic()  # liveness: the consume loop turns at least every poll timeout
+
+    def alive(self, stall_s: float = 120.0) -> bool:
+        """True while the consume loop keeps turning (a write being retried still turns it)."""
+        return time.monotonic() - self.last_loop < stall_s
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -234,6 +239,7 @@ class SinkRunner:
         self.ready.set()
         try:
             while not stop.is_set():
+                self.last_loop = time.monotonic()
                 self._retry_due()
                 msgs = self._consumer.consume(num_messages=1000, timeout=0.2)
                 for msg in msgs:
