@@ -1,0 +1,120 @@
+"""Benchmark the streams join worker against a raw aiokafka consume->produce loop over the same data.
+
+Preloads N pairs (request + response, ~1 KiB bodies) into a fresh events topic on the real broker, then:
+
+1. baseline: one asyncio aiokafka loop reads every event and produces it to a scratch topic (no join, no
+   state, no Avro), timed from its first to its last produced record;
+2. streams: one ``inferlog streams`` worker (subprocess, fresh app id) joins the same events; a tailing
+   consumer times the first to the last keyed record on the records topic.
+
+Prints pairs/s of both and the ratio. Usage: ``.venv/bin/python bench/streams.py --pairs 20000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+
+# This script is named like the ``streams`` package: keep its own directory off the import path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
+from inferlog.config import CommonConfig, load  # noqa: E402
+from inferlog.topics import TopicSpec, ensure_topics  # noqa: E402
+from streams import testing as T  # noqa: E402
+
+
+def events(n: int) -> list[object]:
+    body = b'{"instances": [[' + b", ".join(b"%.6f" % (i / 7) for i in range(110)) + b"]]}"
+    out: list[object] = []
+    for i in range(n):
+        req, resp = T.pair(f"bench-{i}", T.BASE_US + i * 200)
+        req = req.__class__(**{**req.__dict__, "data": body[:1024]})
+        resp = resp.__class__(**{**resp.__dict__, "data": b'{"predictions": [' + b"1, " * 335 + b"1]}"})
+        out += [req, resp]
+    return out
+
+
+async def raw_loop(cfg: T.StreamsConfig, total: int, out_topic: str) -> float:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import TopicPartition as ATP
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    try:
+        parts = [ATP(cfg.topic_events, p) for p in range(cfg.partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        done = 0
+        first = 0.0
+        while done < total:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for tp, records in batch.items():
+                for rec in records:
+                    await producer.send(
+                        out_topic, rec.value, key=rec.key, partition=tp.partition, headers=list(rec.headers)
+                    )
+                    if done == 0:
+                        first = time.monotonic()
+                    done += 1
+        await producer.flush()
+        return time.monotonic() - first
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def time_worker(cfg: T.StreamsConfig, n: int, timeout_s: float) -> float:
+    consumer = Consumer(
+        {"bootstrap.servers": cfg.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4().hex}", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(cfg.topic_records, p, 0) for p in range(cfg.partitions)])
+    with T.running_worker(cfg, "bench", wait=False):
+        got = 0
+        first = last = 0.0
+        deadline = time.monotonic() + timeout_s
+        while got < n and time.monotonic() < deadline:
+            for msg in consumer.consume(10000, 0.2):
+                if msg.error() or msg.key() is None:
+                    continue
+                now = time.monotonic()
+                first = first or now
+                last = now
+                got += 1
+    consumer.close()
+    if got < n:
+        raise SystemExit(f"worker produced {got}/{n} records within {timeout_s}s")
+    return last - first
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=20000, help="pairs to preload (default 20000)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    args = ap.parse_args()
+    u = uuid.uuid4().hex[:8]
+    cfg = T.streams_config(load(CommonConfig), f"bench{u}", standby_replicas=0, idle_timeout_s=600.0)
+    T.create_topics(cfg)
+    scratch = f"t.bench.raw.{u}"
+    ensure_topics(cfg, [TopicSpec(scratch, cfg.partitions)])
+    t0 = time.monotonic()
+    T.produce(cfg, events(args.pairs))  # type: ignore[arg-type]
+    print(f"preloaded {args.pairs} pairs ({2 * args.pairs} events, ~1 KiB bodies) in {time.monotonic() - t0:.1f}s")
+    raw_s = asyncio.run(raw_loop(cfg, 2 * args.pairs, scratch))
+    raw_rate = args.pairs / raw_s
+    print(f"raw aiokafka consume->produce: {2 * args.pairs} events in {raw_s:.2f}s = {raw_rate:,.0f} pairs/s")
+    worker_s = time_worker(cfg, args.pairs, args.timeout)
+    rate = args.pairs / worker_s
+    print(f"streams worker (join+enrich+Avro): {args.pairs} records in {worker_s:.2f}s = {rate:,.0f} pairs/s")
+    print(f"ratio streams/raw = {rate / raw_rate:.2f} (target >= 0.5); target >= 5,000 pairs/s: {rate >= 5000}")
+
+
+if __name__ == "__main__":
+    main()
