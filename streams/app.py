@@ -10,7 +10,7 @@ Wiring (see FAUST-NOTES.md for why):
 - a timer (wall clock, reads only) sends an expiry marker to partition ``p`` of the marker topic when ``p`` got
   no event for ``idle_timeout_s``; the agent applies it in stream context (:meth:`Joiner.on_advance`);
 - outputs are pre-encoded bytes sent through the app's producer to an explicit partition = the source
-  partition, with the record's event time as Kafka timestamp. Faust flushes the producer before it commits
+  partition (the broker's append time as Kafka timestamp, see ``send_all``). Faust flushes the producer before it commits
   offsets, so a crash can repeat outputs (byte-identical, same key) but never lose them
   (``processing_guarantee=at_least_once``);
 - model metadata comes from the compacted ``inferlog.metadata`` topic (key ``namespace/isvc``, value a JSON
@@ -291,8 +291,10 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
     async def send_all(
         msgs: Sequence[tuple[str, bytes | None, bytes, int, int, list[tuple[str, bytes]] | None]],
     ) -> None:
-        for topic, key, value, part, ts_us, hdrs in msgs:
-            await app.producer.send(topic, key, value, part, ts_us / 1e6, hdrs)
+        # No event-time Kafka timestamp: the broker applies retention.ms to record timestamps, so replayed
+        # (old) events would produce outputs that are deleted at once. The time is in the record/header.
+        for topic, key, value, part, _ts_us, hdrs in msgs:
+            await app.producer.send(topic, key, value, part, None, hdrs)
 
     @app.agent(source, concurrency=1)
     async def join(stream: Any) -> None:
