@@ -10,8 +10,9 @@ Wiring (see FAUST-NOTES.md for why):
 - a timer (wall clock, reads only) sends an expiry marker to partition ``p`` of the marker topic when ``p`` got
   no event for ``idle_timeout_s``; the agent applies it in stream context (:meth:`Joiner.on_advance`);
 - outputs are pre-encoded bytes sent through the app's producer to an explicit partition = the source
-  partition (the broker's append time as Kafka timestamp, see ``send_all``). Faust flushes the producer before it commits
-  offsets, so a crash can repeat outputs (byte-identical, same key) but never lose them
+  partition (the broker's append time as Kafka timestamp, see ``send_all``). Faust flushes the producer
+  before it commits offsets, so a crash can repeat outputs (byte-identical, same key); see the kill -9 note
+  in the report: one pair can still be lost when a changelog write overtakes its output
   (``processing_guarantee=at_least_once``);
 - model metadata comes from the compacted ``inferlog.metadata`` topic (key ``namespace/isvc``, value a JSON
   object of strings, ``null`` value deletes), loaded before the worker starts and tailed afterwards.
