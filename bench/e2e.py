@@ -1,0 +1,237 @@
+"""End-to-end latency of the whole local pipeline: POST → searchable in OpenSearch, POST → archived in Parquet.
+
+Starts `inferlog run --no-stack` on the running local stack (unique topics, index prefix and groups), then for
+each rate in --rates sends KServe-shaped pairs (request + response) for --seconds, and measures per inference:
+
+- ack: POST → 202 of the response event (the ingest's durable acknowledgement; the baseline of this run);
+- searchable: POST of the last event of the pair → its document is returned by an OpenSearch ids query;
+- archived: POST → its join key is inside a Parquet object listed in the archive.
+
+A rate is *sustained* when every inference sent at it becomes searchable within --drain-s after the send phase
+and the p99 searchable latency of the last third of the phase is below 3x that of the first third (latency
+not growing without bound). Prints a table and a JSON summary. Needs `inferlog stack start` first.
+
+    .venv/bin/python bench/e2e.py --rates 50,100,200,400 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import io
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+# bench/ingest.py etc. would shadow the packages of the same name: drop this directory from the path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import aiohttp  # noqa: E402
+
+from inferlog.config import CommonConfig, load  # noqa: E402
+from inferlog.run_cli import DEMO_ENV  # noqa: E402
+from ingest.demo import inference_events  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+@dataclasses.dataclass
+class Sent:
+    posted: float  # monotonic time of the last POST of the pair
+    acked: float
+    searchable: float | None = None
+    archived: float | None = None
+
+
+class Watcher:
+    """Polls OpenSearch (ids query) and the archive listing for the keys sent."""
+
+    def __init__(self, cfg: CommonConfig, index_prefix: str, archive_prefix: str) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.cfg, self.index_prefix, self.archive_prefix = cfg, index_prefix, archive_prefix
+        self.s3 = boto3.client(
+            "s3", endpoint_url=cfg.s3_endpoint, region_name=cfg.s3_region, aws_access_key_id=cfg.s3_access_key,
+            aws_secret_access_key=cfg.s3_secret_key, config=Config(s3={"addressing_style": "path"}),
+        )  # fmt: skip
+        self.seen_objects: set[str] = set()
+
+    def searchable(self, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 2000):
+            body = {"size": 2000, "_source": False, "query": {"ids": {"values": keys[i : i + 2000]}}}
+            req = urllib.request.Request(
+                f"{self.cfg.opensearch_url}/{self.index_prefix}-records-*/_search?ignore_unavailable=true"
+                "&allow_no_indices=true", data=json.dumps(body).encode(), method="POST",
+                headers={"Content-Type": "application/json"},
+            )  # fmt: skip
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                found.update(h["_id"] for h in json.loads(resp.read())["hits"]["hits"])
+        return found
+
+    def archived(self) -> set[str]:
+        import pyarrow.parquet as pq
+
+        keys: set[str] = set()
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.cfg.s3_bucket, Prefix=self.archive_prefix + "/"):
+            for obj in page.get("Contents", []):
+                if obj["Key"] in self.seen_objects:
+                    continue
+                self.seen_objects.add(obj["Key"])
+                data = self.s3.get_object(Bucket=self.cfg.s3_bucket, Key=obj["Key"])["Body"].read()
+                keys.update(pq.read_table(io.BytesIO(data), columns=["join_key"]).column("join_key").to_pylist())
+        return keys
+
+
+async def drive(url: str, rate: float, seconds: float, namespace: str, sent: dict[str, Sent]) -> None:
+    """Send pairs at ``rate`` inferences/s for ``seconds`` with open-loop pacing."""
+    rng = random.Random(7)
+    conn = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        start = time.monotonic()
+        n = int(rate * seconds)
+        tasks = []
+
+        async def one(events: list[tuple[dict[str, str], bytes]]) -> None:
+            posted = acked = 0.0
+            key = ""
+            for headers, body in events:
+                posted = time.monotonic()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 202:
+                        raise RuntimeError(f"ingest answered {resp.status}")
+                acked = time.monotonic()
+                key = f"{headers['Ce-Namespace']}/{headers['Ce-Inferenceservicename']}/predictor/{headers['Ce-Id']}"
+            sent[key] = Sent(posted, acked)
+
+        for i in range(n):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # open-loop pacing of the load, not synchronisation
+            tasks.append(asyncio.create_task(one(inference_events(rng, namespace))))
+        await asyncio.gather(*tasks)
+
+
+def measure(watcher: Watcher, sent: dict[str, Sent], until: float) -> None:
+    while time.monotonic() < until:
+        pending = [k for k, s in sent.items() if s.searchable is None]
+        now = time.monotonic()
+        for k in watcher.searchable(pending) if pending else ():
+            sent[k].searchable = now
+        now = time.monotonic()
+        for k in watcher.archived():
+            if k in sent and sent[k].archived is None:
+                sent[k].archived = now
+        if all(s.searchable is not None and s.archived is not None for s in sent.values()):
+            return
+        time.sleep(0.25)  # polling interval of the measurement
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="50,100,200,400", help="inferences/s to try, comma separated")
+    parser.add_argument("--seconds", type=float, default=20.0, help="send phase per rate")
+    parser.add_argument("--drain-s", type=float, default=30.0, help="time allowed after the send phase")
+    args = parser.parse_args()
+
+    cfg = load(CommonConfig)
+    run_id = uuid.uuid4().hex[:8]
+    topics = {f"topic_{t}": f"bench.{run_id}.{t}" for t in ("events", "records", "failures", "metadata", "deadletter")}
+    cfg = dataclasses.replace(cfg, **topics)
+    index_prefix = f"bench{run_id}"
+    port, mport = _free_port(), _free_port()
+    env = dict(os.environ)
+    env.update(DEMO_ENV)
+    env.update({f"INFERLOG_{k.upper()}": v for k, v in topics.items()})
+    env.update({"INFERLOG_INDEX_PREFIX": index_prefix, "INFERLOG_INDEX_REPLICAS": "0"})
+    log = Path(tempfile.mkdtemp(prefix="inferlog-bench-e2e-")) / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inferlog.cli", "run", "--no-stack", "--ingest-port", str(port),
+             "--metrics-port-base", str(mport), "--pipeline-id", f"bench-{run_id}"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    results: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 180
+        while "pipeline running" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+                return 2
+            time.sleep(0.3)
+        watcher = Watcher(cfg, index_prefix, f"archive/{cfg.topic_records}")
+        url = f"http://127.0.0.1:{port}/"
+        for rate in [float(r) for r in args.rates.split(",")]:
+            sent: dict[str, Sent] = {}
+            t0 = time.monotonic()
+            asyncio.run(drive(url, rate, args.seconds, f"r{int(rate)}", sent))
+            send_s = time.monotonic() - t0
+            measure(watcher, sent, time.monotonic() + args.drain_s)
+            ordered = sorted(sent.values(), key=lambda s: s.posted)
+            search = [s.searchable - s.posted for s in ordered if s.searchable is not None]
+            third = max(1, len(ordered) // 3)
+            early = [s.searchable - s.posted for s in ordered[:third] if s.searchable is not None]
+            late = [s.searchable - s.posted for s in ordered[-third:] if s.searchable is not None]
+            archived = [s.archived - s.posted for s in ordered if s.archived is not None]
+            acks = [s.acked - s.posted for s in ordered]
+            complete = len(search) == len(ordered)
+            sustained = complete and _pct(late, 0.99) < 3 * max(_pct(early, 0.99), 1.0)
+            results.append(
+                {
+                    "rate_per_s": rate, "achieved_per_s": round(len(ordered) / send_s, 1), "inferences": len(ordered),
+                    "ack_p50_ms": round(_pct(acks, 0.5) * 1000, 1), "ack_p99_ms": round(_pct(acks, 0.99) * 1000, 1),
+                    "searchable_p50_s": round(_pct(search, 0.5), 2), "searchable_p99_s": round(_pct(search, 0.99), 2),
+                    "archived_p50_s": round(_pct(archived, 0.5), 2), "archived_p99_s": round(_pct(archived, 0.99), 2),
+                    "searchable": len(search), "archived": len(archived), "sustained": sustained,
+                    "mean_searchable_s": round(statistics.fmean(search), 2) if search else None,
+                }
+            )  # fmt: skip
+            r = results[-1]
+            print(
+                f"rate {rate:>6.0f}/s (achieved {r['achieved_per_s']:>6}/s): ack p50/p99 {r['ack_p50_ms']}/"
+                f"{r['ack_p99_ms']} ms | searchable p50/p99 {r['searchable_p50_s']}/{r['searchable_p99_s']} s "
+                f"({r['searchable']}/{r['inferences']}) | archived p50/p99 {r['archived_p50_s']}/"
+                f"{r['archived_p99_s']} s ({r['archived']}) | sustained: {sustained}",
+                flush=True,
+            )
+            if not sustained:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    best = max((r["rate_per_s"] for r in results if r["sustained"]), default=0)
+    print(json.dumps({"max_sustained_rate_per_s": best, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
