@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     c = sub.add_parser("config", help="print the effective settings (secrets redacted) or the settings table")
     c.add_argument("--markdown", action="store_true", help="print the README's configuration table")
+    c.add_argument("--update-readme", metavar="PATH", help="rewrite the configuration table inside PATH")
     config.add_flags(c, CommonConfig)
     c.set_defaults(handler=run_config)
 
@@ -46,7 +47,25 @@ def all_config_classes() -> list[type[CommonConfig]]:
     return classes
 
 
+START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+
+
+def readme_with_table(text: str, table: str) -> str:
+    """``text`` with the part between the config-table markers replaced by ``table``."""
+    head, sep, rest = text.partition(START)
+    _, sep2, tail = rest.partition(END)
+    if not sep or not sep2:
+        raise ValueError(f"markers {START} ... {END} not found")
+    return f"{head}{START}\n{table}\n{END}{tail}"
+
+
 def run_config(args: argparse.Namespace) -> int:
+    if args.update_readme:
+        from pathlib import Path
+
+        path = Path(args.update_readme)
+        path.write_text(readme_with_table(path.read_text(), config.markdown_table(all_config_classes())))
+        return 0
     if args.markdown:
         print(config.markdown_table(all_config_classes()))
         return 0
