@@ -55,6 +55,8 @@ def count(cfg: SinkConfig, dataset: str = "records") -> int:
 
 
 def all_ids(cfg: SinkConfig) -> list[str]:
+    # Indexed is not yet searchable: make every acknowledged write visible before counting.
+    os_call(cfg, "POST", f"/{cfg.index_prefix}-*/_refresh?ignore_unavailable=true&allow_no_indices=true")
     ids: list[str] = []
     after: list[Any] | None = None
     while True:
