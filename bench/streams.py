@@ -30,11 +30,12 @@ from streams import testing as T  # noqa: E402
 
 
 def events(n: int) -> list[object]:
-    body = b'{"instances": [[' + b", ".join(b"%.6f" % (i / 7) for i in range(110)) + b"]]}"
+    # valid JSON of ~1 KiB each (a truncated body would be "unparseable" and add a failure signal per pair)
+    body = b'{"instances": [[' + b", ".join(b"%.6f" % (i / 7) for i in range(100)) + b"]]}"
     out: list[object] = []
     for i in range(n):
         req, resp = T.pair(f"bench-{i}", T.BASE_US + i * 200)
-        req = req.__class__(**{**req.__dict__, "data": body[:1024]})
+        req = req.__class__(**{**req.__dict__, "data": body})
         resp = resp.__class__(**{**resp.__dict__, "data": b'{"predictions": [' + b"1, " * 335 + b"1]}"})
         out += [req, resp]
     return out

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -37,6 +37,7 @@ from schemas.wire import TICK_HEADER
 from streams import enrich
 from streams.config import StreamsConfig
 from streams.join import Duplicate, Joiner, Orphan, Outcome, Paired, Tick
+from streams.state import WriteBackState
 
 log = logging.getLogger("inferlog.streams")
 
@@ -45,42 +46,6 @@ FAILURES = Counter("inferlog_streams_failures", "FailureSignals written, by kind
 TICKS = Counter("inferlog_streams_ticks", "Tick records written (per output topic pair)")
 MARKERS = Counter("inferlog_streams_idle_markers", "Expiry markers sent for idle partitions")
 WATERMARK = Gauge("inferlog_streams_watermark_seconds", "Event-time watermark per source partition", ["partition"])
-
-
-class BytesKeyed(MutableMapping[str, bytes]):
-    """A str-keyed view of a Faust table whose keys are raw bytes."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def __getitem__(self, key: str) -> bytes:
-        value = self.table.get(key.encode())
-        if value is None:
-            raise KeyError(key)
-        return bytes(value)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.table.get(key.encode())
-        return default if value is None else bytes(value)
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self.table[key.encode()] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.table[key.encode()]
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.encode() in self.table
-
-    def __iter__(self) -> Iterator[str]:
-        for key in list(self.table.keys()):
-            yield key.decode() if isinstance(key, bytes) else str(key)
-
-    def items(self) -> Any:
-        return [(k.decode() if isinstance(k, bytes) else str(k), bytes(v)) for k, v in list(self.table.items())]
-
-    def __len__(self) -> int:
-        return len(self.table)
 
 
 class MetadataTable:
@@ -278,8 +243,9 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         value_serializer="raw",
     )
     table = app.Table("pending", default=None, partitions=cfg.partitions, key_type=bytes, value_type=bytes)
+    state = WriteBackState(app, table)
     joiner = Joiner(
-        BytesKeyed(table),
+        state,
         pair_timeout_us=int(cfg.pair_timeout_s * 1e6),
         done_retention_us=int(cfg.done_retention_s * 1e6),
         tick_interval_us=int(cfg.tick_interval_s * 1e6),
@@ -288,52 +254,98 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
     last_activity: dict[int, float] = {}
     marker_sent: dict[int, float] = {}
     app.joiner = joiner  # type: ignore[attr-defined]  # for tests and introspection
+    app.join_state = state  # type: ignore[attr-defined]
 
-    async def send_all(
-        msgs: Sequence[tuple[str, bytes | None, bytes, int, int, list[tuple[str, bytes]] | None]],
+    # The barrier (see streams.state): outputs sent since the last barrier (their delivery futures), the
+    # events processed since then (acked only after the barrier), and a lock so the agent and the timer
+    # never run a barrier in the middle of an event.
+    inflight: list[Awaitable[Any]] = []
+    held: list[Any] = []
+    held_since = [0.0]
+    lock = asyncio.Lock()
+    streams_: list[Any] = []
+
+    async def send(
+        topic: str, key: bytes | None, value: bytes, part: int, hdrs: list[tuple[str, bytes]] | None
     ) -> None:
         # No event-time Kafka timestamp: the broker applies retention.ms to record timestamps, so replayed
         # (old) events would produce outputs that are deleted at once. The time is in the record/header.
-        for topic, key, value, part, _ts_us, hdrs in msgs:
-            await app.producer.send(topic, key, value, part, None, hdrs)
+        # Not awaited here: the barrier awaits the delivery of everything before it writes state.
+        inflight.append(await app.producer.send(topic, key, value, part, None, hdrs))
+
+    async def barrier() -> None:
+        """Outputs delivered -> state written (RocksDB + changelog) -> events acked. Caller holds ``lock``."""
+        if not held and not inflight and not state.dirty:
+            return
+        generation = state.generation
+        outs, events = inflight[:], held[:]
+        inflight.clear()
+        held.clear()
+        if outs:
+            try:
+                await asyncio.gather(*outs)
+            except Exception as exc:  # an output was not delivered: write no state, commit nothing, restart
+                log.error("output delivery failed; stopping the worker", extra={"error": repr(exc)})
+                await app.crash(exc)
+                raise
+        if generation != state.generation:
+            return  # partitions revoked meanwhile: their events are replayed by the next owner
+        await state.write_back()
+        stream = streams_[0] if streams_ else None
+        for ev in events:
+            if stream is not None:
+                await stream.ack(ev)
 
     @app.agent(source, concurrency=1)
     async def join(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            headers = _headers(msg.headers)
+        manual = stream.noack()
+        streams_[:] = [manual]
+        async for event in manual.events():
+            async with lock:
+                await process(event)
+                if not held:
+                    held_since[0] = time.monotonic()
+                held.append(event)
+                if len(held) >= cfg.flush_events or time.monotonic() - held_since[0] >= cfg.flush_interval_s:
+                    await barrier()
+
+    @app.timer(interval=cfg.flush_interval_s)
+    async def flush_state() -> None:
+        """Barrier for a quiet stream (and during a rebalance, when Faust waits for the held events' acks)."""
+        async with lock:
+            await barrier()
+
+    async def process(event: Any) -> None:
+        msg = event.message
+        headers = _headers(msg.headers)
+        try:
+            last_activity[msg.partition] = time.monotonic()
+            state.partition = msg.partition
+            if msg.topic == cfg.topic_expiry:
+                marker = orjson.loads(msg.value)
+                marker_sent.pop(msg.partition, None)
+                outcomes = joiner.on_advance(msg.partition, marker.get("base"), int(marker["elapsed"]))
+            else:
+                ev = from_kafka(headers, msg.value)
+                if ev.type not in (REQUEST_TYPE, RESPONSE_TYPE):
+                    raise EventError("type", f"unexpected event type {ev.type!r}")
+                ts_us = int(msg.timestamp * 1e6) if msg.timestamp else 0
+                side = enrich.Side(ev, msg.partition, msg.offset, enrich.event_time_us(ev, ts_us))
+                outcomes = joiner.on_event(side)
+            for topic, key, value, part, _ts_us, hdrs in emitter.messages(outcomes, msg.partition):
+                await send(topic, key, value, part, hdrs)
+        except Exception as exc:  # per event: the agent never dies on one bad event
+            attribute = exc.attribute if isinstance(exc, EventError) else None
+            reason = str(exc) if isinstance(exc, EventError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, EventError):
+                log.exception("event failed", extra={"partition": msg.partition, "offset": msg.offset})
             try:
-                last_activity[msg.partition] = time.monotonic()
-                if msg.topic == cfg.topic_expiry:
-                    marker = orjson.loads(msg.value)
-                    marker_sent.pop(msg.partition, None)
-                    outcomes = joiner.on_advance(msg.partition, marker.get("base"), int(marker["elapsed"]))
-                else:
-                    ev = from_kafka(headers, msg.value)
-                    if ev.type not in (REQUEST_TYPE, RESPONSE_TYPE):
-                        raise EventError("type", f"unexpected event type {ev.type!r}")
-                    ts_us = int(msg.timestamp * 1e6) if msg.timestamp else 0
-                    side = enrich.Side(ev, msg.partition, msg.offset, enrich.event_time_us(ev, ts_us))
-                    outcomes = joiner.on_event(side)
-                await send_all(emitter.messages(outcomes, msg.partition))
-            except Exception as exc:  # per event: the agent never dies on one bad event
-                attribute = exc.attribute if isinstance(exc, EventError) else None
-                reason = str(exc) if isinstance(exc, EventError) else f"{type(exc).__name__}: {exc}"
-                if not isinstance(exc, EventError):
-                    log.exception("event failed", extra={"partition": msg.partition, "offset": msg.offset})
-                try:
-                    await app.producer.send(
-                        cfg.topic_deadletter,
-                        msg.key,
-                        msg.value,
-                        msg.partition,
-                        None,
-                        deadletter_headers(headers, reason, msg.topic, msg.partition, msg.offset, attribute),
-                    )
-                    ns = {k: (v or b"").decode(errors="replace") for k, v in headers}
-                    metrics.count("dead_lettered", ns.get("ce_namespace", ""), ns.get("ce_inferenceservicename", ""))
-                except Exception:
-                    log.exception("dead-letter send failed", extra={"partition": msg.partition, "offset": msg.offset})
+                hdrs = deadletter_headers(headers, reason, msg.topic, msg.partition, msg.offset, attribute)
+                await send(cfg.topic_deadletter, msg.key, msg.value, msg.partition, hdrs)
+                ns = {k: (v or b"").decode(errors="replace") for k, v in headers}
+                metrics.count("dead_lettered", ns.get("ce_namespace", ""), ns.get("ce_inferenceservicename", ""))
+            except Exception:
+                log.exception("dead-letter send failed", extra={"partition": msg.partition, "offset": msg.offset})
 
     @app.timer(interval=cfg.idle_check_interval_s)
     async def idle_partitions() -> None:
@@ -350,6 +362,10 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
 
     @app.on_partitions_revoked.connect
     def on_revoked(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        # Normally empty here: Faust waited for the held events' acks (the timer's barrier) before this.
+        state.discard()
+        inflight.clear()
+        held.clear()
         joiner.forget()
         last_activity.clear()
         marker_sent.clear()
@@ -378,4 +394,5 @@ class StreamsWorker(faust.Worker):
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
+        self.app.streams_ready = True  # type: ignore[attr-defined]  # /readyz (streams.cli.LivenessProbe)
         log.info("streams worker ready", extra={"app_id": self.app.conf.id})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
+from typing import Any
 
 from inferlog import config, logs
 from inferlog.config import CommonConfig
@@ -50,8 +50,7 @@ def run_streams(args: argparse.Namespace) -> int:
 def run_worker(cfg: StreamsConfig) -> int:
     import logging
 
-    from prometheus_client import start_http_server
-
+    from inferlog import health
     from schemas import AvroSerde
     from streams.app import MetadataTable, StreamsWorker, build_app
 
@@ -65,44 +64,52 @@ def run_worker(cfg: StreamsConfig) -> int:
     meta = MetadataTable(cfg)
     meta.load()
     os.makedirs(cfg.store_dir, exist_ok=True)
-    if cfg.metrics_port:
-        start_http_server(cfg.metrics_port)
     app = build_app(cfg, record_serde, failure_serde, meta)
-    prepare_state(cfg, Path(app.conf.tabledir))
+    if cfg.metrics_port:
+        probe = LivenessProbe(app, stale_after_s=max(10.0, 5 * cfg.flush_interval_s))
+        health.serve(cfg.metrics_port, alive=probe.alive, ready=probe.ready)
     worker = StreamsWorker(app, loglevel=cfg.log_level.upper(), override_logging=False, quiet=True)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         if exc.code in (None, 0):
-            (Path(cfg.store_dir) / CLEAN_MARKER).touch()
             log.info("streams worker stopped cleanly")
         raise
     return 0  # pragma: no cover (execute_from_commandline exits)
 
 
-CLEAN_MARKER = "CLEAN-SHUTDOWN"
+class LivenessProbe:
+    """/healthz and /readyz of a streams worker.
 
-
-def prepare_state(cfg: StreamsConfig, tabledir: Path) -> None:
-    """Drop the local RocksDB state unless the previous run stopped cleanly.
-
-    Faust writes the local store at once and the changelog asynchronously, so after a ``kill -9`` the local
-    state can be *ahead* of the changelog (e.g. a pair marked done whose output never reached Kafka, which
-    would then be dropped as a duplicate on replay: a lost pair). After an unclean stop the state is
-    therefore rebuilt from the changelog, which Faust flushes before committing source offsets.
+    alive: the event loop turns (a timer refreshes a timestamp; a loop blocked for ``stale_after_s`` fails);
+    ready: table recovery has completed, the worker is running and holds partitions (the point where it logs
+    "streams worker ready"; false again while a rebalance recovers).
     """
-    import logging
-    import shutil
 
-    marker = Path(cfg.store_dir) / CLEAN_MARKER
-    clean = marker.exists()
-    marker.unlink(missing_ok=True)
-    if not clean and tabledir.exists():
-        logging.getLogger("inferlog.streams").warning(
-            "previous run did not stop cleanly: rebuilding join state from the changelog",
-            extra={"tabledir": str(tabledir)},
+    def __init__(self, app: Any, stale_after_s: float) -> None:
+        import time
+
+        self.app = app
+        self.stale_after_s = stale_after_s
+        self.beat = time.monotonic()
+
+        @app.timer(interval=1.0)
+        async def heartbeat() -> None:
+            self.beat = time.monotonic()
+
+    def alive(self) -> bool:
+        import time
+
+        return time.monotonic() - self.beat < self.stale_after_s
+
+    def ready(self) -> bool:
+        recovery = self.app.tables.recovery
+        return bool(
+            getattr(self.app, "streams_ready", False)  # set by StreamsWorker where it logs "streams worker ready"
+            and self.app.state == "running"
+            and recovery.completed.is_set()
+            and not self.app.rebalancing
         )
-        shutil.rmtree(tabledir)
 
 
 def run_metadata_set(args: argparse.Namespace) -> int:

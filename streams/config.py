@@ -20,7 +20,13 @@ class StreamsConfig(CommonConfig):
         30.0, "Event-time seconds to wait for the other side of a pair before emitting a one-sided record"
     )
     done_retention_s: float = setting(
-        60.0, "Event-time seconds a joined or expired pair is remembered to drop late duplicates"
+        3600.0,
+        "Event-time seconds a joined or expired pair is remembered (a compact 'done' entry: its fingerprints) to "
+        "drop late duplicates, including an 'inferlog replay' of a recent range into the pipeline. Trade-off: the "
+        "join table and the worker's memory hold one entry per pair of the last done_retention_s of event time "
+        "(~150-200 B on disk plus ~150 B of expiry heap in memory per pair, e.g. ~1 GB of RAM for one hour at "
+        "2,000 pairs/s), and a restarted or rebalanced worker scans them once; a duplicate older than this is "
+        "joined again. Purging costs one changelog delete per pair, batched at the barrier",
     )
     tick_interval_s: float = setting(
         60.0, "A tick is written to records/failures when a partition's watermark enters a new bucket of this size"
@@ -36,6 +42,12 @@ class StreamsConfig(CommonConfig):
     metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (0: disabled)")
     commit_interval_s: float = setting(2.8, "Seconds between offset commits (after the producer is flushed)")
     buffer_maxsize: int = setting(16384, "Faust stream buffer size per partition")
+    flush_interval_s: float = setting(
+        0.2,
+        "Join-state barrier interval: outputs are awaited, then state changes are written to RocksDB and the "
+        "changelog, then the events are acked (at most this old or flush_events many, whichever comes first)",
+    )
+    flush_events: int = setting(4000, "Events processed between two join-state barriers at most")
     session_timeout_s: float = setting(
         30.0, "Consumer-group session timeout: how long a crashed worker keeps its partitions before a rebalance"
     )
@@ -44,7 +56,14 @@ class StreamsConfig(CommonConfig):
         super().validate()
         if not self.app_id.strip():
             raise ConfigError(f"{env_name('app_id')} must not be empty")
-        for name in ("pair_timeout_s", "tick_interval_s", "idle_timeout_s", "idle_check_interval_s"):
+        for name in (
+            "pair_timeout_s",
+            "tick_interval_s",
+            "idle_timeout_s",
+            "idle_check_interval_s",
+            "flush_interval_s",
+            "flush_events",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{env_name(name)} must be > 0")
         if self.done_retention_s < 0:

@@ -18,6 +18,7 @@ import pytest
 from inferlog.config import CommonConfig
 from inferlog.events import REQUEST_TYPE
 from inferlog.keys import partition_for
+from inferlog.retry import wait_until
 from schemas import AvroSerde
 from schemas.serde import RegistryClient, SchemaError, load_schema
 from streams import testing as T
@@ -276,11 +277,23 @@ def test_two_workers_pair_10k_interleaved_events_across_12_partitions(stack: Com
     assert len(owned) == 2 and all(owned) and owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == set(range(12))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG: in ~2 of 3 runs one pair of 4000 is lost after kill -9 (its 'done' changelog write "
-    "reached Kafka, its output record did not); see the streams report",
-)
+def committed_lag(cfg: StreamsConfig) -> int:
+    """Events not yet covered by the group's committed offsets (sum over partitions)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": cfg.kafka_bootstrap, "group.id": cfg.app_id, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(cfg.topic_events, p) for p in range(cfg.partitions)]
+        committed = {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
+        lag = 0
+        for tp in tps:
+            _, high = c.get_watermark_offsets(tp, timeout=10)
+            lag += high - max(committed[tp.partition], 0)
+        return lag
+    finally:
+        c.close()
+
+
 def test_kill9_and_restart_loses_no_pair_and_duplicates_only_identical_bytes(stack: CommonConfig, unique: str) -> None:
     cfg = T.streams_config(stack, unique, **FAST)
     T.create_topics(cfg)
@@ -298,6 +311,8 @@ def test_kill9_and_restart_loses_no_pair_and_duplicates_only_identical_bytes(sta
     with T.running_worker(cfg, "second"):
         recs = T.read_all(cfg, cfg.topic_records, until=lambda r: len(complete_keys(cfg, r)) >= n, timeout_s=120)
         recs = T.read_all(cfg, cfg.topic_records, until=lambda r: len(complete_keys(cfg, r)) >= n, settle_s=2)
+        # committed offsets keep advancing after the restart on every partition (no stuck gap, FAUST-NOTES §2)
+        wait_until(lambda: committed_lag(cfg) == 0, timeout_s=30, interval_s=0.5, what="committed offsets at the end")
     values: dict[bytes | None, set[bytes]] = defaultdict(set)
     for r in keyed(recs):
         values[r.key].add(r.value)
