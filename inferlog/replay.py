@@ -145,19 +145,11 @@ class HttpTarget:
         self._s3: Any = None
 
     def _fetch_dataref(self, dataref: str) -> bytes:
-        import boto3
-        from botocore.config import Config
+        from inferlog import s3
 
         if self._s3 is None:
-            self._s3 = boto3.client(
-                "s3",
-                endpoint_url=self.cfg.s3_endpoint or None,
-                region_name=self.cfg.s3_region,
-                aws_access_key_id=self.cfg.s3_access_key,
-                aws_secret_access_key=self.cfg.s3_secret_key,
-                config=Config(s3={"addressing_style": "path"}),
-            )
-        bucket, _, key = dataref.removeprefix("s3://").partition("/")
+            self._s3 = s3.client(self.cfg)
+        bucket, key = s3.split_url(dataref)
         body: bytes = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         return body
 

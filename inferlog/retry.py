@@ -7,8 +7,10 @@ decided by :func:`inferlog.errors.is_retriable` unless the caller passes its own
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,10 +47,22 @@ class Backoff:
             raise ValueError("Backoff needs attempts > 0 or deadline_s > 0 so that retries end")
 
 
-def _give_up(policy: Backoff, attempt: int, started: float, next_delay: float) -> bool:
-    if policy.attempts > 0 and attempt + 1 >= policy.attempts:
-        return True
-    return policy.deadline_s > 0 and time.monotonic() - started + next_delay > policy.deadline_s
+def _delay_or_raise(
+    policy: Backoff, attempt: int, started: float, retriable: Callable[[BaseException], bool], what: str
+) -> float:
+    """Called in an ``except`` block: re-raise the current error unless another attempt is allowed, else
+    log and return how long to wait before it."""
+    exc = sys.exc_info()[1]
+    assert exc is not None
+    if not retriable(exc):
+        raise exc
+    delay = policy.delay(attempt)
+    out_of_attempts = policy.attempts > 0 and attempt + 1 >= policy.attempts
+    out_of_time = policy.deadline_s > 0 and time.monotonic() - started + delay > policy.deadline_s
+    if out_of_attempts or out_of_time:
+        raise exc
+    log.warning("retrying", extra={"what": what, "attempt": attempt + 1, "delay_s": round(delay, 3), "error": str(exc)})
+    return delay
 
 
 async def retry_async(
@@ -61,22 +75,12 @@ async def retry_async(
     """Await ``fn()`` until it succeeds, a non-retriable error is raised, or the policy gives up
     (then the last error is raised)."""
     started = time.monotonic()
-    attempt = 0
-    while True:
+    for attempt in itertools.count():
         try:
             return await fn()
-        except Exception as exc:
-            if not retriable(exc):
-                raise
-            delay = policy.delay(attempt)
-            if _give_up(policy, attempt, started, delay):
-                raise
-            log.warning(
-                "retrying",
-                extra={"what": what, "attempt": attempt + 1, "delay_s": round(delay, 3), "error": str(exc)},
-            )
-            await asyncio.sleep(delay)
-            attempt += 1
+        except Exception:
+            await asyncio.sleep(_delay_or_raise(policy, attempt, started, retriable, what))
+    raise AssertionError("unreachable")
 
 
 def retry_sync(
@@ -88,22 +92,12 @@ def retry_sync(
 ) -> T:
     """Blocking twin of :func:`retry_async`."""
     started = time.monotonic()
-    attempt = 0
-    while True:
+    for attempt in itertools.count():
         try:
             return fn()
-        except Exception as exc:
-            if not retriable(exc):
-                raise
-            delay = policy.delay(attempt)
-            if _give_up(policy, attempt, started, delay):
-                raise
-            log.warning(
-                "retrying",
-                extra={"what": what, "attempt": attempt + 1, "delay_s": round(delay, 3), "error": str(exc)},
-            )
-            time.sleep(delay)
-            attempt += 1
+        except Exception:
+            time.sleep(_delay_or_raise(policy, attempt, started, retriable, what))
+    raise AssertionError("unreachable")
 
 
 def wait_until(

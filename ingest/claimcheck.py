@@ -12,29 +12,15 @@ import dataclasses
 import hashlib
 from typing import Any
 
+import inferlog.s3
 from inferlog.events import LoggedEvent
 from ingest.config import IngestConfig
 from ingest.errors import ClaimCheckFailed
 
 
 def s3_client(cfg: IngestConfig) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=cfg.s3_endpoint or None,
-        region_name=cfg.s3_region,
-        aws_access_key_id=cfg.s3_access_key or None,
-        aws_secret_access_key=cfg.s3_secret_key or None,
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=3,
-            read_timeout=10,
-            max_pool_connections=32,
-        ),
-    )
+    # Short timeouts: a claim check sits in the request path of an ingest that must answer fast.
+    return inferlog.s3.client(cfg, attempts=3, connect_timeout_s=3, read_timeout_s=10, pool=32)
 
 
 class ClaimCheck:

@@ -24,6 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import inferlog.s3
 from schemas import load_schema
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
@@ -49,23 +50,8 @@ class S3Object:
 
 
 def make_client(cfg: SinkConfig) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=cfg.s3_endpoint or None,
-        region_name=cfg.s3_region,
-        aws_access_key_id=cfg.s3_access_key or None,
-        aws_secret_access_key=cfg.s3_secret_key or None,
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 2, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-            max_pool_connections=16,
-        ),
-    )
+    # Few botocore retries: the sink framework's retry helper owns backoff and pausing.
+    return inferlog.s3.client(cfg, attempts=2)
 
 
 def classify_s3_error(exc: BaseException) -> bool:
