@@ -86,10 +86,6 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _log_says(text: str) -> Callable[[Child], bool]:
-    return lambda child: text in child.log_text()
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
@@ -143,21 +139,21 @@ def _children(cfg: StackConfig, args: argparse.Namespace, env: dict[str, str]) -
                 "--metrics-port",
                 str(mport),
             ],
-            _log_says("streams worker ready"),
+            lambda c: _http_ok(f"http://127.0.0.1:{mport}/readyz"),
             run_dir / "streams.log",
             env,
         ),
         Child(
             "sink-s3",
             ["sink", "s3", "--sink-group", f"{pid}-sink-s3", "--sink-metrics-port", str(mport + 1)],
-            lambda c: _http_ok(f"http://127.0.0.1:{mport + 1}/metrics"),
+            lambda c: _http_ok(f"http://127.0.0.1:{mport + 1}/readyz"),
             run_dir / "sink-s3.log",
             env,
         ),
         Child(
             "sink-opensearch",
             ["sink", "opensearch", "--sink-group", f"{pid}-sink-opensearch", "--sink-metrics-port", str(mport + 2)],
-            lambda c: _http_ok(f"http://127.0.0.1:{mport + 2}/metrics"),
+            lambda c: _http_ok(f"http://127.0.0.1:{mport + 2}/readyz"),
             run_dir / "sink-opensearch.log",
             env,
         ),
