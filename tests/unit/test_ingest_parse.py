@@ -103,3 +103,10 @@ def test_structured_extension_types_become_canonical_strings() -> None:
         [], b'{"specversion":"1.0","id":"i","source":"s","type":"t","n":3,"flag":true}', "application/cloudevents+json"
     )
     assert ev.extensions == {"n": "3", "flag": "true"}
+
+
+def test_structured_empty_attribute_name_is_named() -> None:
+    """Found by the fuzz: an empty JSON key must still give a 400 that names something."""
+    with pytest.raises(BadEvent) as err:
+        parse([], b'{"specversion":"1.0","id":"i","source":"s","type":"t","":"x"}', "application/cloudevents+json")
+    assert err.value.attribute == '""'
