@@ -21,7 +21,7 @@ from inferlog import config as config_mod
 from ingest import metrics
 from ingest.claimcheck import ClaimCheck
 from ingest.config import IngestConfig
-from ingest.errors import IngestError
+from ingest.errors import ClaimCheckFailed, IngestError
 from ingest.parse import parse, problem
 from ingest.policy import Policy
 from ingest.service import Ingest, Producer
@@ -85,12 +85,17 @@ class Handlers:
                     kept.append(self.policy.redactor.apply(ev))
                 else:
                     metrics.EVENTS.labels(outcome="sampled_out", namespace=ev.namespace, isvc=ev.isvc).inc()
+            to_spool = False
             if any(self.claimcheck.needed(ev) for ev in kept):
-                kept = list(await asyncio.gather(*(self.claimcheck.apply(ev) for ev in kept)))
+                try:
+                    kept = list(await asyncio.gather(*(self.claimcheck.apply(ev) for ev in kept)))
+                except ClaimCheckFailed as exc:  # object storage away: spool the bodies, claim-check on drain
+                    log.warning("claim check failed: spooling", extra={"error": str(exc)})
+                    to_spool = True
                 for ev in kept:
                     if ev.dataref:
                         metrics.EVENTS.labels(outcome="claim_checked", namespace=ev.namespace, isvc=ev.isvc).inc()
-            where = await self.ingest.accept(kept)
+            where = await self.ingest.accept(kept, spool=to_spool)
         except web.HTTPRequestEntityTooLarge as exc:
             metrics.REJECTED.labels(reason="too_large").inc()
             return "rejected", problem_response(
@@ -158,7 +163,7 @@ def build_app(
             producer = EventProducer(cfg, cfg.topic_events)
         if spool is None:
             spool = Spool(cfg.spool_dir, max_bytes=cfg.spool_max_bytes, segment_bytes=cfg.spool_segment_bytes)
-        ingest = Ingest(cfg, producer, spool)
+        ingest = Ingest(cfg, producer, spool, handlers.claimcheck)
         ingest.start()
         app[INGEST_KEY] = ingest
         handlers._ingest = ingest

@@ -3,6 +3,9 @@
 The object key is content-addressed (``<prefix>/<namespace>/<isvc>/<sha256>``), so a retried or replayed upload
 of the same body writes the same object. The event gets ``dataref`` (``s3://bucket/key``), ``datasize``
 (original byte length) and ``datasha256`` (hex digest) and an empty value, as :mod:`inferlog.events` defines.
+
+When object storage is away, the event is spooled with its body and claim-checked when the spool drains
+(the spool holds everything behind it until then, to keep the order), so an S3 outage costs no 503.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import hashlib
 from typing import Any
 
 import inferlog.s3
-from inferlog.events import LoggedEvent
+from inferlog.events import LoggedEvent, from_kafka, to_kafka
 from ingest.config import IngestConfig
 from ingest.errors import ClaimCheckFailed
+from ingest.spool import Record
 
 
 def s3_client(cfg: IngestConfig) -> Any:
@@ -64,6 +68,15 @@ class ClaimCheck:
         return dataclasses.replace(
             ev, data=b"", dataref=f"s3://{self.bucket}/{key}", datasize=len(ev.data), datasha256=digest
         )
+
+    def needed_record(self, record: Record) -> bool:
+        """A spooled record whose body still has to go to object storage."""
+        return self.threshold > 0 and len(record.value) > self.threshold
+
+    async def apply_record(self, record: Record) -> Record:
+        """Claim-check a spooled record (same result as :meth:`apply` on the event it encodes)."""
+        key, headers, value = to_kafka(await self.apply(from_kafka(list(record.headers), record.value)))
+        return Record(key, tuple(headers), value)
 
 
 def _ascii(text: str) -> str:

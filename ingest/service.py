@@ -16,8 +16,9 @@ from typing import Any, Protocol
 from inferlog.events import LoggedEvent, to_kafka
 from inferlog.retry import Backoff
 from ingest import metrics
+from ingest.claimcheck import ClaimCheck
 from ingest.config import IngestConfig
-from ingest.errors import ProduceFailed, SpoolFull
+from ingest.errors import ClaimCheckFailed, ProduceFailed, SpoolFull
 from ingest.spool import Position, Record, Spool
 
 log = logging.getLogger("ingest")
@@ -43,8 +44,11 @@ def _labels(record: Record) -> tuple[str, str]:
 
 
 class Ingest:
-    def __init__(self, cfg: IngestConfig, producer: Producer, spool: Spool) -> None:
+    def __init__(
+        self, cfg: IngestConfig, producer: Producer, spool: Spool, claimcheck: ClaimCheck | None = None
+    ) -> None:
         self.cfg = cfg
+        self.claimcheck = claimcheck
         self.producer = producer
         self.spool = spool
         self.closing = False
@@ -99,14 +103,14 @@ class Ingest:
         metrics.KAFKA_UP.set(0 if self.spooling else 1)
 
     # -- the write path --------------------------------------------------------------------------------------
-    async def accept(self, events: Sequence[LoggedEvent]) -> str:
+    async def accept(self, events: Sequence[LoggedEvent], *, spool: bool = False) -> str:
         """Make ``events`` durable; returns ``"kafka"`` or ``"spool"``. Raises :class:`SpoolFull` when neither
         can take them (→ 503), :class:`ProduceFailed` when Kafka refuses them for good and so does the
         dead-letter topic."""
         if not events:
             return "kafka"
         records = [to_record(ev) for ev in events]
-        if self.spooling:
+        if spool or self.spooling:
             await self._to_spool(records)
             return "spool"
         # librdkafka reports every record within message.timeout.ms (= produce_timeout_s): no timer of our own.
@@ -191,9 +195,23 @@ class Ingest:
         if not batch:
             await self.spool.wait_written()  # appends in progress are not readable yet
             return True
-        todo = [(pos, rec) for pos, rec in batch if pos not in self._ahead]
+        todo: list[tuple[Position, Record]] = []
+        stalled = False
+        for i, (pos, rec) in enumerate(batch):
+            if pos in self._ahead:
+                continue
+            if self.claimcheck is not None and self.claimcheck.needed_record(rec):
+                try:  # spooled unclaimed because object storage was away: claim-check it now
+                    rec = await self.claimcheck.apply_record(rec)
+                except ClaimCheckFailed as exc:
+                    log.warning("spool drain: object storage still away", extra={"error": str(exc)})
+                    batch, stalled = batch[:i], True  # keep the order: nothing after it goes first
+                    break
+            todo.append((pos, rec))
         futures = {pos: self.producer.produce(rec) for pos, rec in todo}
-        results = dict(zip(futures, await asyncio.gather(*futures.values(), return_exceptions=True), strict=True))
+        results: dict[Position, Any] = dict(
+            zip(futures, await asyncio.gather(*futures.values(), return_exceptions=True), strict=True)
+        )
         committed: Position | None = None
         delivered = 0
         all_ok = True
@@ -216,6 +234,7 @@ class Ingest:
                 self._ahead.discard(pos)
             else:
                 self._ahead.add(pos)
+        all_ok = all_ok and not stalled
         if committed is not None:
             await self.spool.commit(committed, delivered)
         if all_ok:

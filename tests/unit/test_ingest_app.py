@@ -31,8 +31,13 @@ Factory = Callable[..., Any]
 class FakeS3:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
+        self.failing = False
+        self.attempts = 0
 
     def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: Any) -> None:
+        self.attempts += 1
+        if self.failing:
+            raise ConnectionError("object storage unreachable")
         self.objects[(Bucket, Key)] = Body
 
 
@@ -170,6 +175,23 @@ async def test_claim_check_moves_large_bodies_to_object_storage(make: Factory) -
     small = b'{"instances": []}'
     assert (await client.post("/", data=small, headers=examples.A_RESPONSE.headers)).status == 202
     assert producer.topic_records()[-1].value == small
+
+
+async def test_object_storage_outage_spools_and_claim_checks_on_drain(make: Factory) -> None:
+    client, producer, s3 = await make(claimcheck_threshold_bytes=1024)
+    s3.failing = True
+    big = b'{"instances": [' + b"2," * 2000 + b"2]}"
+    small = b'{"instances": []}'
+    assert (await client.post("/", data=big, headers=examples.A_REQUEST.headers)).status == 202
+    assert (await client.post("/", data=small, headers=examples.A_RESPONSE.headers)).status == 202
+    await wait_for(lambda: s3.attempts >= 3)  # the handler's try, then the drain's retries
+    assert producer.records == []  # the small one waits behind the big one: order is kept
+    s3.failing = False
+    await wait_for(lambda: len(producer.records) == 2)
+    first, second = producer.topic_records()
+    assert first.value == b"" and first.header("ce_datasha256") == hashlib.sha256(big).hexdigest()
+    assert s3.objects and list(s3.objects.values()) == [big]
+    assert second.value == small
 
 
 async def test_policy_in_the_app(make: Factory) -> None:
