@@ -7,7 +7,10 @@ Preloads N pairs (request + response, ~1 KiB bodies) into a fresh events topic o
 2. streams: one ``inferlog streams`` worker (subprocess, fresh app id) joins the same events; a tailing
    consumer times the first to the last keyed record on the records topic.
 
-Prints pairs/s of both and the ratio. Usage: ``.venv/bin/python bench/streams.py --pairs 20000``.
+3. with ``--faust-floor``: an EMPTY Faust agent (same broker settings, raw serializers, no table, no output)
+   iterates the same events in a subprocess: the ceiling of any per-event Faust agent on this machine.
+
+Prints pairs/s of each and the ratios. Usage: ``.venv/bin/python bench/streams.py --pairs 20000 --faust-floor``.
 """
 
 from __future__ import annotations
@@ -72,6 +75,43 @@ async def raw_loop(cfg: T.StreamsConfig, total: int, out_topic: str) -> float:
         await producer.stop()
 
 
+FLOOR = r"""
+import os, signal, sys, tempfile, time
+import faust
+bootstrap, topic, n, parts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+app = faust.App(f"floor-{topic}", broker=f"kafka://{bootstrap}", store="memory://", datadir=tempfile.mkdtemp(),
+                topic_partitions=parts, topic_replication_factor=1, web_enabled=False, autodiscover=False,
+                consumer_auto_offset_reset="earliest", table_standby_replicas=0, stream_buffer_maxsize=16384)
+src = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+seen = [0, 0.0]
+@app.agent(src)
+async def empty(stream):
+    async for _ in stream.events():
+        if seen[0] == 0:
+            seen[1] = time.monotonic()
+        seen[0] += 1
+        if seen[0] >= n:
+            print(f"FLOOR {time.monotonic() - seen[1]:.6f}", flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+"""
+
+
+def faust_floor(cfg: T.StreamsConfig, events_n: int, timeout_s: float) -> float:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", FLOOR, cfg.kafka_bootstrap, cfg.topic_events, str(events_n), str(cfg.partitions)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("FLOOR "):
+            return float(line.split()[1])
+    raise SystemExit(f"empty Faust agent did not finish: {out.stderr[-2000:]}")
+
+
 def time_worker(cfg: T.StreamsConfig, n: int, timeout_s: float) -> float:
     consumer = Consumer(
         {"bootstrap.servers": cfg.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4().hex}", "enable.auto.commit": False}
@@ -99,6 +139,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=20000, help="pairs to preload (default 20000)")
     ap.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    ap.add_argument(
+        "--faust-floor", action="store_true", help="also time an empty Faust agent over the same events (the ceiling)"
+    )
     args = ap.parse_args()
     u = uuid.uuid4().hex[:8]
     cfg = T.streams_config(load(CommonConfig), f"bench{u}", standby_replicas=0, idle_timeout_s=600.0)
@@ -115,6 +158,12 @@ def main() -> None:
     rate = args.pairs / worker_s
     print(f"streams worker (join+enrich+Avro): {args.pairs} records in {worker_s:.2f}s = {rate:,.0f} pairs/s")
     print(f"ratio streams/raw = {rate / raw_rate:.2f} (target >= 0.5); target >= 5,000 pairs/s: {rate >= 5000}")
+    if args.faust_floor:
+        floor_rate = args.pairs / faust_floor(cfg, 2 * args.pairs, args.timeout)
+        print(
+            f"empty Faust agent (no work at all): {floor_rate:,.0f} pairs/s = {floor_rate / raw_rate:.2f} of raw; "
+            f"streams worker = {rate / floor_rate:.2f} of the empty agent"
+        )
 
 
 if __name__ == "__main__":

@@ -5,15 +5,18 @@ Wiring (see FAUST-NOTES.md for why):
 - one agent (``concurrency=1``, per-event ``try/except``, no ``take()``) reads ONE Faust topic covering the
   events topic and the expiry-marker topic ``<app_id>-expiry``; both have ``partitions`` partitions;
 - a non-windowed table ``pending`` on the RocksDB store (rocksdict), changelog ``<app_id>-pending-changelog``
-  with the same partition count, holds the join state of :mod:`streams.join`; it is only written inside
-  stream iteration, so the changelog partition is always the source partition;
+  with the same partition count, holds the join state of :mod:`streams.join`; every key lives in (and its
+  changelog record goes to) the partition of the events that wrote it, as Faust's own writes would;
 - a timer (wall clock, reads only) sends an expiry marker to partition ``p`` of the marker topic when ``p`` got
   no event for ``idle_timeout_s``; the agent applies it in stream context (:meth:`Joiner.on_advance`);
 - outputs are pre-encoded bytes sent through the app's producer to an explicit partition = the source
-  partition (the broker's append time as Kafka timestamp, see ``send_all``). Faust flushes the producer
-  before it commits offsets, so a crash can repeat outputs (byte-identical, same key); see the kill -9 note
-  in the report: one pair can still be lost when a changelog write overtakes its output
-  (``processing_guarantee=at_least_once``);
+  partition (the broker's append time as Kafka timestamp, see ``send``), without awaiting each delivery;
+- join state goes through :class:`streams.state.WriteBackState`: at a *barrier* (every
+  ``state_flush_interval_s`` or ``state_flush_events``) the outputs sent so far are awaited, then the state
+  changes are written to RocksDB and the changelog, then the events are acked (the agent iterates
+  ``stream.noack()``); Faust flushes the producer before it commits offsets. So outputs are durable before
+  the state that says they were emitted, and that state before the source offset: a ``kill -9`` repeats
+  outputs (byte-identical, same key) but loses none (``processing_guarantee=at_least_once``);
 - model metadata comes from the compacted ``inferlog.metadata`` topic (key ``namespace/isvc``, value a JSON
   object of strings, ``null`` value deletes), loaded before the worker starts and tailed afterwards.
 """
@@ -306,10 +309,13 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
                 if not held:
                     held_since[0] = time.monotonic()
                 held.append(event)
-                if len(held) >= cfg.flush_events or time.monotonic() - held_since[0] >= cfg.flush_interval_s:
+                if (
+                    len(held) >= cfg.state_flush_events
+                    or time.monotonic() - held_since[0] >= cfg.state_flush_interval_s
+                ):
                     await barrier()
 
-    @app.timer(interval=cfg.flush_interval_s)
+    @app.timer(interval=cfg.state_flush_interval_s)
     async def flush_state() -> None:
         """Barrier for a quiet stream (and during a rebalance, when Faust waits for the held events' acks)."""
         async with lock:

@@ -66,7 +66,7 @@ def run_worker(cfg: StreamsConfig) -> int:
     os.makedirs(cfg.store_dir, exist_ok=True)
     app = build_app(cfg, record_serde, failure_serde, meta)
     if cfg.metrics_port:
-        probe = LivenessProbe(app, stale_after_s=max(10.0, 5 * cfg.flush_interval_s))
+        probe = LivenessProbe(app, stale_after_s=max(10.0, 5 * cfg.state_flush_interval_s))
         health.serve(cfg.metrics_port, alive=probe.alive, ready=probe.ready)
     worker = StreamsWorker(app, loglevel=cfg.log_level.upper(), override_logging=False, quiet=True)
     try:

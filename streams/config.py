@@ -42,12 +42,12 @@ class StreamsConfig(CommonConfig):
     metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (0: disabled)")
     commit_interval_s: float = setting(2.8, "Seconds between offset commits (after the producer is flushed)")
     buffer_maxsize: int = setting(16384, "Faust stream buffer size per partition")
-    flush_interval_s: float = setting(
+    state_flush_interval_s: float = setting(
         0.2,
         "Join-state barrier interval: outputs are awaited, then state changes are written to RocksDB and the "
-        "changelog, then the events are acked (at most this old or flush_events many, whichever comes first)",
+        "changelog, then the events are acked (at most this old or state_flush_events many, whichever comes first)",
     )
-    flush_events: int = setting(4000, "Events processed between two join-state barriers at most")
+    state_flush_events: int = setting(4000, "Events processed between two join-state barriers at most")
     session_timeout_s: float = setting(
         30.0, "Consumer-group session timeout: how long a crashed worker keeps its partitions before a rebalance"
     )
@@ -61,8 +61,8 @@ class StreamsConfig(CommonConfig):
             "tick_interval_s",
             "idle_timeout_s",
             "idle_check_interval_s",
-            "flush_interval_s",
-            "flush_events",
+            "state_flush_interval_s",
+            "state_flush_events",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{env_name(name)} must be > 0")
