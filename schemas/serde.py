@@ -160,6 +160,7 @@ class AvroSerde:
         self.schema = fastavro.parse_schema(json.loads(schema_text))
         self.schema_id: int | None = None
         self._canon = _canonicalizer(json.loads(schema_text))
+        self._readers: dict[int, tuple[Any, Any]] = {}
 
     @classmethod
     def for_topic(cls, registry_url: str, topic: str, schema_name: str) -> AvroSerde:
@@ -178,12 +179,32 @@ class AvroSerde:
         fastavro.schemaless_writer(buf, self.schema, self._canon(record) if self._canon else record)
         return buf.getvalue()
 
+    def _schemas(self, schema_id: int) -> tuple[Any, Any]:
+        """``(writer, reader)`` for ``schema_id``; reader ``None`` when the writer is the reader schema. fastavro
+        compares the two (a deep comparison) on every call otherwise, which costs as much as the decoding."""
+        pair = self._readers.get(schema_id)
+        if pair is None:
+            writer = self.registry.schema_by_id(schema_id)
+            pair = self._readers[schema_id] = (writer, None if writer == self.schema else self.schema)
+        return pair
+
     def decode(self, data: bytes) -> dict[str, Any]:
         if len(data) < HEADER.size or data[0] != MAGIC:
             raise SchemaError("not Confluent wire format (missing magic byte 0)")
         _, schema_id = HEADER.unpack_from(data)
-        writer = self.registry.schema_by_id(schema_id)
-        out = fastavro.schemaless_reader(io.BytesIO(data[HEADER.size :]), writer, self.schema)
+        writer, reader = self._schemas(schema_id)
+        out = fastavro.schemaless_reader(io.BytesIO(data[HEADER.size :]), writer, reader)
         if not isinstance(out, dict):
             raise SchemaError(f"schema id {schema_id} does not describe a record")
+        return out
+
+    def decode_many(self, values: list[bytes]) -> list[dict[str, Any] | Exception]:
+        """:meth:`decode` of each value, an exception in place of a value that fails (a retriable
+        :class:`SchemaError` when the registry could not be asked): one bad record does not stop the others."""
+        out: list[dict[str, Any] | Exception] = []
+        for data in values:
+            try:
+                out.append(self.decode(data))
+            except Exception as exc:
+                out.append(exc)
         return out

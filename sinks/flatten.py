@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +25,9 @@ __all__ = [
     "flatten_failure",
     "flatten_record",
     "hive_path",
+    "hive_path_at",
     "record_time_us",
+    "to_table",
 ]
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -138,6 +141,91 @@ def _payload(side: str, p: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+_RECORD_TOP = (
+    "join_key",
+    "ce_id",
+    "ce_source",
+    "namespace",
+    "isvc",
+    "component",
+    "endpoint",
+    "status",
+    "protocol",
+    "model_name",
+    "model_version",
+    "event_time",
+    "latency_ms",
+    "instance_count",
+)
+_PAYLOAD_PLAIN = (
+    ("ce_type", "ce_type"),
+    ("time", "time"),
+    ("recorded_time", "recorded_time"),
+    ("content_type", "content_type"),
+    ("size", "size"),
+    ("dataref", "dataref"),
+    ("sha256", "sha256"),
+    ("source_partition", "partition"),
+    ("source_offset", "offset"),
+)
+_FAILURE_TOP = (
+    "join_key",
+    "ce_id",
+    "namespace",
+    "isvc",
+    "component",
+    "kind",
+    "reason",
+    "model_name",
+    "model_version",
+    "protocol",
+    "event_time",
+    "detected_time",
+    "trace_id",
+    "request_id",
+)
+
+
+def _record_columns(recs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    cols: dict[str, list[Any]] = {name: [r.get(name) for r in recs] for name in _RECORD_TOP}
+    for side in ("request", "response"):
+        ps: list[dict[str, Any] | None] = [r.get(side) for r in recs]
+        for col, key in _PAYLOAD_PLAIN:
+            cols[f"{side}_{col}"] = [None if p is None else p.get(key) for p in ps]
+        bodies = [_body(None if p is None else p.get("body")) for p in ps]
+        cols[f"{side}_body"] = [b[0] for b in bodies]
+        cols[f"{side}_body_encoding"] = [b[1] for b in bodies]
+        cols[f"{side}_extensions"] = [None if p is None else (p.get("extensions") or {}) for p in ps]
+    for name in ("metadata", "annotations", "model_metadata"):
+        cols[name] = [r.get(name) or {} for r in recs]
+    for name in ("trace_id", "span_id", "request_id", "error"):
+        cols[name] = [r.get(name) for r in recs]
+    return cols
+
+
+def _failure_columns(recs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    cols: dict[str, list[Any]] = {name: [r.get(name) for r in recs] for name in _FAILURE_TOP}
+    for name in ("metadata", "annotations"):
+        cols[name] = [r.get(name) or {} for r in recs]
+    cols["source_partition"] = [r.get("partition") for r in recs]
+    cols["source_offset"] = [r.get("offset") for r in recs]
+    return cols
+
+
+def to_table(schema_name: str, recs: list[dict[str, Any]], topic: str, partition: int, offsets: list[int]) -> pa.Table:
+    """The rows :func:`flatten` makes of ``recs``, as an Arrow table of :func:`arrow_schema`, built column by
+    column (no row dicts): the same table as ``pa.Table.from_pylist`` of the flattened rows, several times
+    cheaper."""
+    schema = arrow_schema(schema_name)
+    cols = _failure_columns(recs) if schema_name == "failure_signal" else _record_columns(recs)
+    n = len(recs)
+    arrays = [pa.array(cols[f.name], type=f.type) for f in schema if not f.name.startswith("kafka_")]
+    arrays.append(pa.array([topic] * n, type=pa.string()))
+    arrays.append(pa.array([partition] * n, type=pa.int32()))
+    arrays.append(pa.array(offsets, type=pa.int64()))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def _kafka(topic: str, partition: int, offset: int) -> dict[str, Any]:
     return {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset}
 
@@ -239,3 +327,18 @@ def hive_path(rec: dict[str, Any]) -> str:
     """``namespace=…/isvc=…/date=YYYY-MM-DD/hour=HH`` from the record's namespace, isvc and event time."""
     t = _utc(rec["event_time"])
     return f"namespace={_segment(rec.get('namespace'))}/isvc={_segment(rec.get('isvc'))}/date={t:%Y-%m-%d}/hour={t:%H}"
+
+
+_HOUR_US = 3600 * 1_000_000
+
+
+@lru_cache(maxsize=4096)
+def _hive_hour(namespace: Any, isvc: Any, hour: int) -> str:
+    t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(hours=hour)
+    return f"namespace={_segment(namespace)}/isvc={_segment(isvc)}/date={t:%Y-%m-%d}/hour={t:%H}"
+
+
+def hive_path_at(rec: dict[str, Any], t_us: int) -> str:
+    """:func:`hive_path` of ``rec`` when its :func:`record_time_us` is already known as ``t_us`` (cached per
+    namespace, isvc and hour)."""
+    return _hive_hour(rec.get("namespace"), rec.get("isvc"), t_us // _HOUR_US)

@@ -71,7 +71,7 @@ TP = tuple[str, int]
 @dataclass
 class Item:
     """One consumed data record. ``record`` is the decoded Avro value, ``None`` when it could not be decoded
-    (then ``error`` says why)."""
+    (then ``error`` says why); ``time_us`` its record time (:func:`~sinks.flatten.record_time_us`) once known."""
 
     offset: int
     key: bytes | None
@@ -79,6 +79,7 @@ class Item:
     headers: list[tuple[str, bytes]]
     record: dict[str, Any] | None = None
     error: RecordError | None = None
+    time_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class SinkRunner:
                 self.last_loop = time.monotonic()
                 self._retry_due()
                 msgs = self._consumer.consume(num_messages=1000, timeout=0.2)
+                good: list[Message] = []
                 for msg in msgs:
                     err = msg.error()
                     if err is not None:
@@ -250,7 +252,9 @@ class SinkRunner:
                         if err.code() != KafkaError._PARTITION_EOF:
                             log.warning("consumer error", extra={"error": str(err)})
                         continue
-                    self._handle(msg)
+                    good.append(msg)
+                for msg, headers, decoded in self._predecode(good):
+                    self._handle(msg, headers, decoded)
                 if not msgs and not self.sink.deterministic_cuts:
                     for tp in list(self._open):  # caught up: an idempotent sink writes what it has
                         self._close(tp)
@@ -274,7 +278,31 @@ class SinkRunner:
 
     # -- consuming -------------------------------------------------------------------------------------
 
-    def _handle(self, msg: Message) -> None:
+    def _predecode(self, msgs: list[Message]) -> list[tuple[Message, list[tuple[str, bytes]], Any]]:
+        """Headers of each message and, for data records of partitions not paused, the decoded value (or the
+        exception), decoded in bulk per topic: one pass of the serde over a whole ``consume()`` result."""
+        out: list[tuple[Message, list[tuple[str, bytes]], Any]] = []
+        todo: dict[str, list[int]] = {}
+        for msg in msgs:
+            headers = _headers(msg)
+            topic = str(msg.topic())
+            value = msg.value()
+            if (
+                value
+                and topic in self._serdes
+                and (topic, int(msg.partition() or 0)) not in self._pending
+                and tick_time_us(headers) is None
+            ):
+                todo.setdefault(topic, []).append(len(out))
+            out.append((msg, headers, None))
+        for topic, idx in todo.items():
+            results = self._serdes[topic].decode_many([out[i][0].value() or b"" for i in idx])
+            for i, res in zip(idx, results, strict=True):
+                out[i] = (out[i][0], out[i][1], res)
+            RECORDS_IN.labels(self.sink.kind, topic).inc(len(idx))
+        return out
+
+    def _handle(self, msg: Message, headers: list[tuple[str, bytes]] | None = None, decoded: Any = None) -> None:
         topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
         tp = (topic, partition)
         if tp in self._pending:  # paused: hand the rest back to Kafka, to be read again on resume
@@ -283,7 +311,8 @@ class SinkRunner:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
                 self._rewound.add(tp)
             return
-        headers = _headers(msg)
+        if headers is None:
+            headers = _headers(msg)
         batch = self._open.get(tp)
         tick = tick_time_us(headers)
         if tick is not None:
@@ -298,9 +327,10 @@ class SinkRunner:
         self.stats.records_in += 1
         if not self.stats.first_record_at:
             self.stats.first_record_at = time.monotonic()
-        RECORDS_IN.labels(self.sink.kind, topic).inc()
-        item = self._decode(topic, offset, msg.key(), msg.value() or b"", headers)
-        t_us = record_time_us(item.record) if item.record is not None else None
+        if decoded is None:
+            RECORDS_IN.labels(self.sink.kind, topic).inc()  # else counted in bulk by _predecode
+        item = self._decode(topic, offset, msg.key(), msg.value() or b"", headers, decoded)
+        t_us = item.time_us
         if batch is not None and t_us is not None and batch.span_us(t_us) >= self._span_us:
             self._close(tp)
             batch = None
@@ -311,18 +341,29 @@ class SinkRunner:
         if batch.size >= self.cfg.flush_records or batch.nbytes >= self.cfg.flush_bytes:
             self._close(tp)
 
-    def _decode(self, topic: str, offset: int, key: bytes | None, value: bytes, headers: list[Any]) -> Item:
+    def _decode(
+        self, topic: str, offset: int, key: bytes | None, value: bytes, headers: list[Any], decoded: Any = None
+    ) -> Item:
+        """The item of one data record. ``decoded``: what :meth:`_predecode` got for it (a record or an
+        exception), ``None`` if not decoded yet."""
         item = Item(offset, key, value, headers)
         if not value:
             item.error = RecordError("empty value without the inferlog_tick header", kind="undecodable")
             return item
         serde = self._serdes[topic]
         try:
-            # The registry being away is retriable (for a while); a payload that does not decode is not.
-            item.record = retry_sync(
-                lambda: serde.decode(value), Backoff(base_s=0.5, cap_s=5.0, attempts=0, deadline_s=60), what="decode"
-            )
-            record_time_us(item.record)
+            if isinstance(decoded, dict):
+                item.record = decoded
+            elif isinstance(decoded, Exception) and not is_retriable(decoded):
+                raise decoded
+            else:
+                # The registry being away is retriable (for a while); a payload that does not decode is not.
+                item.record = retry_sync(
+                    lambda: serde.decode(value),
+                    Backoff(base_s=0.5, cap_s=5.0, attempts=0, deadline_s=60),
+                    what="decode",
+                )
+            item.time_us = record_time_us(item.record)
         except Exception as exc:
             if is_retriable(exc):
                 raise SinkError(f"cannot decode {topic}@{offset}: registry unavailable: {exc}") from exc

@@ -21,14 +21,13 @@ from typing import Any
 
 import fastavro
 import orjson
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 import inferlog.s3
 from schemas import load_schema
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
-from sinks.flatten import arrow_schema, flatten, hive_path
+from sinks.flatten import flatten, hive_path, hive_path_at, to_table
 from sinks.framework import Batch, Item, Rejected, Sink
 
 __all__ = ["S3Object", "S3Sink", "classify_s3_error", "encode_objects", "make_client"]
@@ -85,7 +84,7 @@ def encode_objects(cfg: SinkConfig, batch: Batch) -> tuple[list[S3Object], list[
     for item in batch.records:
         assert item.record is not None
         try:
-            hive = hive_path(item.record)
+            hive = hive_path(item.record) if item.time_us is None else hive_path_at(item.record, item.time_us)
         except (KeyError, TypeError, ValueError) as exc:
             rejected.append(Rejected(item, f"no partition path: {exc}", "unpartitionable"))
             continue
@@ -111,10 +110,12 @@ def _serialize(cfg: SinkConfig, batch: Batch, items: list[Item], key: str) -> by
             sync_marker=hashlib.sha256(key.encode()).digest()[:16],  # deterministic bytes
         )
         return buf.getvalue()
-    rows = [flatten(batch.schema_name, i.record, batch.topic, batch.partition, i.offset) for i in items if i.record]
     if fmt == "jsonl":
+        rows = (flatten(batch.schema_name, i.record, batch.topic, batch.partition, i.offset) for i in items if i.record)
         return b"".join(orjson.dumps(r, default=_json_default) + b"\n" for r in rows)
-    table = pa.Table.from_pylist(rows, schema=arrow_schema(batch.schema_name))
+    recs = [i.record for i in items if i.record is not None]
+    offsets = [i.offset for i in items if i.record is not None]
+    table = to_table(batch.schema_name, recs, batch.topic, batch.partition, offsets)
     buf = io.BytesIO()
     compression = None if cfg.s3_parquet_compression == "none" else cfg.s3_parquet_compression
     pq.write_table(table, buf, compression=compression, row_group_size=128 * 1024)
