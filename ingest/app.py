@@ -11,7 +11,6 @@ import asyncio
 import logging
 import signal
 import time
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -61,41 +60,72 @@ class Handlers:
             metrics.REJECTED.labels(reason="method").inc()
             outcome = "rejected"
         else:
-            outcome, response = await self._post(request)
+            try:
+                outcome, response = await self._post(request)
+            except web.HTTPException as exc:  # aiohttp's own (bad body encoding, ...): a problem document
+                if exc.status >= 500:
+                    raise
+                outcome, response = "rejected", problem_response(exc.status, Exception(exc.reason))
         metrics.observe_request(response.status, outcome, time.perf_counter() - started)
         return response
 
+    async def _read(self, request: web.Request) -> bytes:
+        """The whole body without the copies of ``request.read()`` (one chunk is returned as it is)."""
+        content = request.content
+        limit = self.cfg.max_body_bytes
+        chunk = await content.readany()
+        if content.is_eof() or not chunk:
+            if len(chunk) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(chunk))
+            return chunk
+        chunks = [chunk]
+        size = len(chunk)
+        while True:
+            if size > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+            chunk = await content.readany()
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+
     async def _post(self, request: web.Request) -> tuple[str, web.StreamResponse]:
-        if self.ingest.closing:
+        ingest = self.ingest
+        if ingest.closing:
             metrics.REJECTED.labels(reason="shutting_down").inc()
             return "rejected", problem_response(
                 503, Exception("the ingest is shutting down"), retry_after=self.cfg.retry_after_s
             )
+        policy = self.policy
         try:
-            if request.content_length is not None and request.content_length > self.cfg.max_body_bytes:
-                raise web.HTTPRequestEntityTooLarge(
-                    max_size=self.cfg.max_body_bytes, actual_size=request.content_length
-                )
-            body = await request.read()
-            events = parse(request.headers.items(), body, request.headers.get("Content-Type"))
-            self.policy.auth.check(request.headers.get("Authorization"), events)
-            kept = []
-            for ev in events:
-                if self.policy.sampler.keep(ev):
-                    kept.append(self.policy.redactor.apply(ev))
-                else:
-                    metrics.EVENTS.labels(outcome="sampled_out", namespace=ev.namespace, isvc=ev.isvc).inc()
+            length = request.content_length
+            if length is not None and length > self.cfg.max_body_bytes:
+                raise web.HTTPRequestEntityTooLarge(max_size=self.cfg.max_body_bytes, actual_size=length)
+            body = await self._read(request)
+            headers = request.headers
+            events = parse(headers.items(), body, headers.get("Content-Type"))
+            if policy.auth.enabled:
+                policy.auth.check(headers.get("Authorization"), events)
+            kept = events
+            if policy.filtering:
+                kept = []
+                for ev in events:
+                    if policy.sampler.keep(ev):
+                        kept.append(policy.redactor.apply(ev))
+                    else:
+                        metrics.EVENTS.labels(outcome="sampled_out", namespace=ev.namespace, isvc=ev.isvc).inc()
             to_spool = False
-            if any(self.claimcheck.needed(ev) for ev in kept):
+            claimcheck = self.claimcheck
+            if claimcheck.threshold > 0 and any(claimcheck.needed(ev) for ev in kept):
                 try:
-                    kept = list(await asyncio.gather(*(self.claimcheck.apply(ev) for ev in kept)))
+                    kept = list(await asyncio.gather(*(claimcheck.apply(ev) for ev in kept)))
                 except ClaimCheckFailed as exc:  # object storage away: spool the bodies, claim-check on drain
                     log.warning("claim check failed: spooling", extra={"error": str(exc)})
                     to_spool = True
                 for ev in kept:
                     if ev.dataref:
                         metrics.EVENTS.labels(outcome="claim_checked", namespace=ev.namespace, isvc=ev.isvc).inc()
-            where = await self.ingest.accept(kept, spool=to_spool)
+            where = await ingest.accept(kept, spool=to_spool)
         except web.HTTPRequestEntityTooLarge as exc:
             metrics.REJECTED.labels(reason="too_large").inc()
             return "rejected", problem_response(
@@ -105,8 +135,9 @@ class Handlers:
             metrics.REJECTED.labels(reason=exc.reason).inc()
             retry_after = self.cfg.retry_after_s if exc.status == 503 else None
             return "rejected", problem_response(exc.status, exc, retry_after=retry_after)
+        tally = metrics.TALLY
         for ev in kept:
-            metrics.TALLY.add("received", ev.namespace, ev.isvc)
+            tally.add("received", ev.namespace, ev.isvc)
         return where, web.Response(status=202)
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -128,18 +159,6 @@ class Handlers:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-@web.middleware
-async def never_5xx_for_input(request: web.Request, handler: Any) -> web.StreamResponse:
-    """aiohttp's own errors (bad body encoding, ...) become problem documents; a bug is logged and a 500."""
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        if exc.status >= 500:
-            raise
-        return problem_response(exc.status, Exception(exc.reason))
-
-
 def build_app(
     cfg: IngestConfig,
     *,
@@ -148,7 +167,9 @@ def build_app(
     claimcheck: ClaimCheck | None = None,
 ) -> web.Application:
     """The application; ``producer``/``spool``/``claimcheck`` may be injected (unit tests use fakes)."""
-    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[never_5xx_for_input])
+    # No middleware: each is a coroutine layer per request; the event handler turns aiohttp's own 4xx into
+    # problem documents itself.
+    app = web.Application(client_max_size=cfg.max_body_bytes)
     handlers = Handlers(cfg, Policy.from_config(cfg), claimcheck or ClaimCheck(cfg))
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

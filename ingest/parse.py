@@ -29,7 +29,7 @@ BATCH = "application/cloudevents-batch+json"
 SPECVERSIONS = ("1.0", "0.3", "0.2")
 
 _NAME = re.compile(r"^[a-z0-9]{1,64}$")
-_GOOD_NAMES: set[str] = set()  # attribute names already seen to be valid (the hot path skips the regex)
+_HEADER_ATTRS: dict[str, str] = {}  # HTTP header name as spelled → attribute name ("" = not Ce-*); see _header_attr
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 # Renamed between 0.2/0.3 and 1.0.
 _LEGACY_RENAMES = {"schemaurl": "dataschema"}
@@ -63,23 +63,36 @@ def parse(headers: Iterable[tuple[str, str]], body: bytes, content_type: str | N
 
 def parse_binary(headers: Iterable[tuple[str, str]], body: bytes, content_type: str | None) -> LoggedEvent:
     attrs: dict[str, str] = {}
+    names = _HEADER_ATTRS
     for name, value in headers:
-        if name[:3].lower() != "ce-":
+        attr = names.get(name)
+        if attr is None:
+            attr = _header_attr(name)
+        if not attr:  # not a Ce-* header
             continue
-        attr = name[3:].lower()
-        if attr not in _GOOD_NAMES:
-            if not _NAME.match(attr):
-                raise BadEvent(attr or name, f"header {name!r}: CloudEvents attribute names are lower-case a-z0-9")
-            if len(_GOOD_NAMES) < 4096:
-                _GOOD_NAMES.add(attr)
         if attr in attrs:
             raise BadEvent(attr, f"attribute {attr!r} sent more than once")
         attrs[attr] = value if value.isascii() else _text(value, attr)
-    if content_type is not None:
+    if content_type is not None and not content_type.isascii():
         content_type = _text(content_type, "datacontenttype")
     if "datacontenttype" in attrs:  # binary mode carries it in Content-Type, never as a ce- header
         raise BadEvent("datacontenttype", "binary mode carries datacontenttype in Content-Type, not Ce-Datacontenttype")
     return _build(_upgrade(attrs, quoted_extensions=True), body, content_type or None)
+
+
+def _header_attr(name: str) -> str:
+    """The CloudEvents attribute an HTTP header name carries ("" for a header that is not ``Ce-*``); raises
+    :class:`BadEvent` for a ``Ce-*`` name that is not a valid attribute name. Valid spellings are memoised
+    (bounded), so the hot path is one dict lookup per header."""
+    if name[:3].lower() != "ce-":
+        attr = ""
+    else:
+        attr = name[3:].lower()
+        if not _NAME.match(attr):
+            raise BadEvent(attr or name, f"header {name!r}: CloudEvents attribute names are lower-case a-z0-9")
+    if len(_HEADER_ATTRS) < 4096:
+        _HEADER_ATTRS[name] = attr
+    return attr
 
 
 def parse_structured(doc: Any) -> LoggedEvent:
@@ -129,7 +142,7 @@ def _build(attrs: dict[str, str], data: bytes, content_type: str | None) -> Logg
         _check_map(attrs["metadata"], "metadata", list_values=True)
     if attrs.get("annotations"):
         _check_map(attrs["annotations"], "annotations", list_values=False)
-    if any(n in attrs for n in ("dataref", "datasize", "datasha256")):
+    if "dataref" in attrs or "datasize" in attrs or "datasha256" in attrs:
         raise BadEvent("dataref", "dataref/datasize/datasha256 are set by the ingest's claim check, not by senders")
     try:
         return from_attributes(attrs, data, content_type)

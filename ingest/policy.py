@@ -57,6 +57,10 @@ class Sampler:
     def __init__(self, rates: dict[str, float]) -> None:
         self.rates = rates
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rates)
+
     def rate(self, namespace: str, isvc: str) -> float:
         for key in (f"{namespace}/{isvc}", namespace, "*"):
             if key in self.rates:
@@ -64,6 +68,8 @@ class Sampler:
         return 1.0
 
     def keep(self, ev: LoggedEvent) -> bool:
+        if not self.rates:
+            return True
         rate = self.rate(ev.namespace, ev.isvc)
         if rate >= 1.0:
             return True
@@ -156,6 +162,11 @@ class Policy:
     auth: Auth
     sampler: Sampler
     redactor: Redactor
+
+    @property
+    def filtering(self) -> bool:
+        """Whether sampling or redaction may drop or change an event (else events pass as they are)."""
+        return self.sampler.enabled or self.redactor.enabled
 
     @classmethod
     def from_config(cls, cfg: IngestConfig) -> Policy:

@@ -109,20 +109,25 @@ class Ingest:
         dead-letter topic."""
         if not events:
             return "kafka"
-        records = [to_record(ev) for ev in events]
         if spool or self.spooling:
-            await self._to_spool(records)
+            await self._to_spool([to_record(ev) for ev in events])
             return "spool"
         # librdkafka reports every record within message.timeout.ms (= produce_timeout_s): no timer of our own.
-        results: list[Any]
-        if len(records) == 1:
+        if len(events) == 1:  # what KServe sends: one event per request
+            ev = events[0]
+            record = to_record(ev)
             try:
-                results = [await self.producer.produce(records[0])]
+                await self.producer.produce(record)
             except ProduceFailed as failed:
-                results = [failed]
-        else:
-            futures = [self.producer.produce(r) for r in records]
-            results = await asyncio.gather(*futures, return_exceptions=True)
+                return await self._settle([record], [failed])
+            metrics.TALLY.add("produced", ev.namespace, ev.isvc)
+            return "kafka"
+        records = [to_record(ev) for ev in events]
+        results = await asyncio.gather(*(self.producer.produce(r) for r in records), return_exceptions=True)
+        return await self._settle(records, results)
+
+    async def _settle(self, records: list[Record], results: Sequence[Any]) -> str:
+        """Count what Kafka took, dead-letter what it refused for good, spool what it may take later."""
         retry: list[Record] = []
         fatal: list[tuple[Record, BaseException]] = []
         for record, res in zip(records, results, strict=True):
