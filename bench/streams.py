@@ -106,9 +106,9 @@ def faust_floor(cfg: T.StreamsConfig, events_n: int, timeout_s: float) -> float:
         text=True,
         timeout=timeout_s,
     )
-    for line in out.stdout.splitlines():
-        if line.startswith("FLOOR "):
-            return float(line.split()[1])
+    for line in (out.stdout + out.stderr).splitlines():  # Faust's worker redirects stdout to its log
+        if "FLOOR " in line:
+            return float(line.split("FLOOR ", 1)[1].split()[0])
     raise SystemExit(f"empty Faust agent did not finish: {out.stderr[-2000:]}")
 
 
