@@ -14,6 +14,8 @@ from inferlog.config import CommonConfig, load
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that stop the shared Kafka run last, so that no other test meets a broker that is still recovering.
+    items.sort(key=lambda item: item.get_closest_marker("restarts_kafka") is not None)
     # CI must never pass with the integration suite silently missing.
     required = os.environ.get("INFERLOG_REQUIRE_INTEGRATION") == "1"
     if required and not any(item.get_closest_marker("integration") for item in items):

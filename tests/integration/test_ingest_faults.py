@@ -41,6 +41,7 @@ def acked_ids(msgs: list[Any]) -> collections.Counter[str]:
     return collections.Counter(dict(m.headers())["ce_id"].decode() for m in msgs)
 
 
+@pytest.mark.restarts_kafka
 async def test_broker_outage_spools_and_delivers_exactly_once(stack: CommonConfig, unique: str, tmp_path: Path) -> None:
     from inferlog.stack.manager import StackConfig, start, stop
 
