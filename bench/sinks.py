@@ -6,7 +6,12 @@
   pre-serialized ``_bulk`` bodies with a bare urllib3 client to fresh indices with the same template.
 
 Sink time runs from the first record consumed to the last successful write (group join excluded).
-Prints records/s and the ratio sink/ceiling. Needs the local stack (``inferlog stack start``).
+Prints records/s and the ratio sink/ceiling, and the CPU the sink spent: its consume thread's CPU seconds
+(the Python work: decode, flatten, encode) and the whole process's (librdkafka's threads too), as records
+per CPU-second. The S3 ceiling is a few MB of compressed Parquet put in a handful of requests, so the S3
+ratio is bound by per-record CPU (mostly Avro decoding), not by the store: ``--steps`` (on by default for S3)
+prints µs/record of each CPU step on a sample, including the old row-dict path for comparison.
+Needs the local stack (``inferlog stack start``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -28,7 +35,7 @@ from inferlog.config import load
 from inferlog.retry import wait_until
 from inferlog.stack.manager import StackConfig
 from sinks.config import SinkConfig
-from sinks.framework import Batch, Item, Sink, SinkRunner, run_until
+from sinks.framework import Batch, Item, Sink, SinkRunner, tune_gc
 from sinks.opensearch import OpenSearchSink, chunks, index_templates, prepare
 from sinks.s3 import S3Sink, make_client
 from tests.sinks_support import (
@@ -42,26 +49,100 @@ from tests.sinks_support import (
 )
 
 
-def run_sink(cfg: SinkConfig, sink: Sink) -> float:
-    """Run ``sink`` until its group caught up; return the records/s it wrote."""
+@dataclasses.dataclass
+class Run:
+    rate: float  # records/s, first record consumed to last write
+    written: int
+    thread_cpu_s: float  # CPU of the sink's consume thread
+    process_cpu_s: float  # CPU of the whole process while the sink ran (librdkafka threads included)
+
+
+def run_sink(cfg: SinkConfig, sink: Sink, n: int) -> Run:
+    """Run ``sink`` until it wrote ``n`` records and its group caught up."""
     runner = SinkRunner(cfg, sink)
-    stop, errors = threading.Event(), []
-    thread = run_until(runner, stop, errors.append)
+    stop, errors, cpu = threading.Event(), [], []
+
+    def target() -> None:
+        started = time.thread_time()
+        try:
+            runner.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            cpu.append(time.thread_time() - started)
+
+    proc0 = time.process_time()
+    thread = threading.Thread(target=target, name="bench-sink", daemon=True)
+    thread.start()
+    # cheap in-process condition first: polling the group's offsets costs CPU the sink competes for
+    wait_until(lambda: bool(errors) or runner.stats.written >= n, timeout_s=600, interval_s=0.05, what="written")
     wait_until(
         lambda: bool(errors) or group_caught_up(cfg, runner.group, cfg.topics()), timeout_s=600, what="caught up"
     )
     stop.set()
     thread.join(60)
+    proc = time.process_time() - proc0
     if errors:
         raise errors[0]
     st = runner.stats
-    return st.written / (st.last_write_at - st.first_record_at)
+    return Run(st.written / (st.last_write_at - st.first_record_at), st.written, cpu[0], proc)
 
 
-def bench_s3(cfg: SinkConfig, n: int) -> tuple[float, float]:
+def steps_s3(cfg: SinkConfig, recs: list[dict]) -> None:
+    """µs/record of each CPU step of the S3 sink on ``recs`` (best of 3), old row path for comparison."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas import AvroSerde
+    from sinks.flatten import arrow_schema, flatten, record_time_us, to_table
+    from sinks.s3 import encode_objects
+
+    serde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_records, "inference_record")
+    values = [serde.encode(r) for r in recs]
+    n = len(values)
+
+    def best(fn: Callable[[], Any]) -> tuple[float, Any]:
+        times, out = [], None
+        for _ in range(3):
+            c = time.process_time()
+            out = fn()
+            times.append(time.process_time() - c)
+        return min(times) / n * 1e6, out
+
+    schema = arrow_schema("inference_record")
+    rows: list[tuple[str, float]] = []
+    us, dec = best(lambda: [serde.decode(v) for v in values])
+    rows.append(("decode (AvroSerde.decode each)", us))
+    rows.append(("decode (AvroSerde.decode_many)", best(lambda: serde.decode_many(values))[0]))
+    us, times = best(lambda: [record_time_us(d) for d in dec])
+    rows.append(("record time", us))
+    us, flat = best(lambda: [flatten("inference_record", d, "t", 0, i) for i, d in enumerate(dec)])
+    rows.append(("old: flatten to row dicts", us))
+    rows.append(("old: pa.Table.from_pylist(rows)", best(lambda: pa.Table.from_pylist(flat, schema=schema))[0]))
+    us, table = best(lambda: to_table("inference_record", dec, "t", 0, list(range(n))))
+    rows.append(("new: to_table (column-wise)", us))
+
+    def parquet() -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression=cfg.s3_parquet_compression, row_group_size=128 * 1024)
+        return buf.getvalue()
+
+    rows.append(("parquet write (zstd)", best(parquet)[0]))
+    batch = Batch(cfg.topic_records, 0, "inference_record")
+    for i, (d, t) in enumerate(zip(dec, times, strict=True)):
+        batch.add(Item(i, None, values[i], [], record=d, time_us=t), t)
+    rows.append(("encode_objects (group+table+parquet)", best(lambda: encode_objects(cfg, batch))[0]))
+    print(f"  s3 CPU steps on {n} records (µs/record, best of 3):")
+    for name, us in rows:
+        print(f"    {name:<40} {us:7.1f}")
+
+
+def bench_s3(cfg: SinkConfig, n: int) -> tuple[Run, float]:
     s3 = make_client(cfg)
     s3.create_bucket(Bucket=cfg.s3_bucket)
-    sink_rate = run_sink(cfg, S3Sink(cfg))
+    run = run_sink(cfg, S3Sink(cfg), n)
     keys = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.s3_bucket, Prefix="bench/")
@@ -73,18 +154,18 @@ def bench_s3(cfg: SinkConfig, n: int) -> tuple[float, float]:
         s3.put_object(Bucket=cfg.s3_bucket, Key="ceiling/" + key, Body=blob)
     ceiling = n / (time.monotonic() - started)
     print(f"  s3: {len(keys)} objects, {sum(map(len, blobs)) / 1e6:.1f} MB")
-    return sink_rate, ceiling
+    return run, ceiling
 
 
-def bench_opensearch(cfg: SinkConfig, n: int, recs: list[dict]) -> tuple[float, float]:
+def bench_opensearch(cfg: SinkConfig, n: int, recs: list[dict]) -> tuple[Run, float]:
     import datetime as dt
 
-    sink_rate = run_sink(cfg, OpenSearchSink(cfg))
+    run = run_sink(cfg, OpenSearchSink(cfg), n)
     # the same documents, pre-serialized into bodies of bulk_bytes, for a fresh prefix with the same template
     ceiling_cfg = dataclasses.replace(cfg, index_prefix=cfg.index_prefix + "-ceiling")
     http = urllib3.PoolManager(retries=False)
-    for name, body in index_templates(ceiling_cfg).items():
-        http.request("PUT", f"{cfg.opensearch_url}/_index_template/{name}", body=orjson.dumps(body),
+    for name, tmpl in index_templates(ceiling_cfg).items():
+        http.request("PUT", f"{cfg.opensearch_url}/_index_template/{name}", body=orjson.dumps(tmpl),
                      headers={"Content-Type": "application/json"})  # fmt: skip
     batch = Batch(cfg.topic_records, 0, "inference_record")
     for i, r in enumerate(recs):
@@ -104,7 +185,7 @@ def bench_opensearch(cfg: SinkConfig, n: int, recs: list[dict]) -> tuple[float, 
         http.request("DELETE", f"{cfg.opensearch_url}/{prefix}-records-*")
         for name in index_templates(dataclasses.replace(cfg, index_prefix=prefix)):
             http.request("DELETE", f"{cfg.opensearch_url}/_index_template/{name}")
-    return sink_rate, ceiling
+    return run, ceiling
 
 
 def main() -> int:
@@ -114,6 +195,8 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--flush-records", type=int, default=5000, help="S3 objects and OpenSearch batches")
     ap.add_argument("--only", choices=("s3", "opensearch"), default=None)
+    ap.add_argument("--default-gc", action="store_true", help="skip tune_gc() (CPython's default collector)")
+    ap.add_argument("--steps", type=int, default=5000, help="records for the S3 CPU step breakdown (0: skip)")
     args = ap.parse_args()
 
     stack = load(StackConfig)
@@ -132,15 +215,25 @@ def main() -> int:
     print(f"producing {args.records} records of ~{args.body_bytes} B into {args.partitions} partitions ...")
     produce(cfg, cfg.topic_records, "inference_record", recs)
     produce_ticks(cfg, cfg.topic_records, T0_US + 10**12)
+    if not args.default_gc:
+        tune_gc()  # as `inferlog sink …` does; also freezes the 50k produced records out of the collector's way
     rows = []
     if args.only in (None, "s3"):
         rows.append(("s3 (parquet)", *bench_s3(dataclasses.replace(cfg, sink_group=f"bench-s3-{u}"), args.records)))
     if args.only in (None, "opensearch"):
         os_cfg = dataclasses.replace(cfg, sink_group=f"bench-os-{u}")
         rows.append(("opensearch", *bench_opensearch(os_cfg, args.records, recs)))
-    print(f"\n{'sink':<14} {'sink rec/s':>12} {'ceiling rec/s':>14} {'ratio':>7}")
-    for name, rate, ceiling in rows:
-        print(f"{name:<14} {rate:>12,.0f} {ceiling:>14,.0f} {rate / ceiling:>7.2f}")
+    if args.only in (None, "s3") and args.steps:
+        steps_s3(cfg, recs[: args.steps])
+    head = f"{'sink':<14} {'sink rec/s':>12} {'ceiling rec/s':>14} {'ratio':>7}"
+    print(f"\n{head} {'µs CPU/rec thread':>18} {'process':>8} {'rec/s per core':>15}")
+    for name, run, ceiling in rows:
+        t_us, p_us = run.thread_cpu_s / run.written * 1e6, run.process_cpu_s / run.written * 1e6
+        print(
+            f"{name:<14} {run.rate:>12,.0f} {ceiling:>14,.0f} {run.rate / ceiling:>7.2f} "
+            f"{t_us:>18.1f} {p_us:>8.1f} {1e6 / p_us:>15,.0f}"
+        )
+    print("(rec/s per core: records per CPU-second of the whole sink process)")
     return 0
 
 

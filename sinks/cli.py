@@ -10,7 +10,7 @@ from types import FrameType
 
 from inferlog import config, logs
 from sinks.config import SinkConfig
-from sinks.framework import Sink, SinkRunner
+from sinks.framework import Sink, SinkRunner, tune_gc
 
 log = logging.getLogger("sinks.cli")
 
@@ -45,6 +45,7 @@ def _run(cfg: SinkConfig, sink: Sink) -> int:
             cfg.sink_metrics_port, alive=runner.alive, ready=lambda: runner.ready.is_set() and not stop.is_set()
         )
     log.info("sink config", extra={"config": config.redacted(cfg)})
+    tune_gc()
     runner.run(stop)
     return 0
 
