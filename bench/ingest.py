@@ -38,15 +38,26 @@ INFERLOG = str(Path(sys.executable).parent / "inferlog")
 
 # -- the no-op baseline server ----------------------------------------------------------------------------------
 def serve_noop(port: int) -> None:
+    """A no-op aiohttp handler served exactly like the ingest (same event loop, runner and socket settings): it
+    reads the whole body the way the ingest does and answers 202."""
     from aiohttp import web
 
+    from ingest import loop
+
     async def handler(request: web.Request) -> web.Response:
-        await request.read()
+        while await request.content.readany():
+            pass
         return web.Response(status=202)
 
-    app = web.Application(client_max_size=32 << 20)
-    app.router.add_route("*", "/{tail:.*}", handler)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=1024)
+    async def main() -> None:
+        app = web.Application(client_max_size=32 << 20)
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)  # SIGTERM ends it
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_address=True).start()
+        await asyncio.Event().wait()
+
+    loop.run(main())
 
 
 # -- load generation --------------------------------------------------------------------------------------------
@@ -195,6 +206,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def system_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, to show how contended a phase was."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(f) - f[3] - f[4], sum(f)
+
+
 def start_server(kind: str, port: int, topic: str, spool_dir: str) -> subprocess.Popen[bytes]:
     if kind == "noop":
         cmd = [sys.executable, __file__, "--serve-noop", str(port)]
@@ -227,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
 
     from inferlog.config import CommonConfig, load
     from inferlog.topics import TopicSpec, ensure_topics
+    from ingest import loop
 
     common = load(CommonConfig)
     topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
@@ -241,11 +259,15 @@ def run(args: argparse.Namespace) -> int:
                 proc = start_server(kind, port, topic, spool)
                 try:
                     parts = request_parts(port, body, "bench")
-                    asyncio.run(closed_loop(port, parts, args.connections, min(1.0, args.duration)))  # warm-up
-                    cpu0 = cpu_seconds(proc.pid)
-                    best = asyncio.run(closed_loop(port, parts, args.connections, args.duration))
-                    cpu_us = (cpu_seconds(proc.pid) - cpu0) / (best.rate * args.duration) * 1e6
-                    half = asyncio.run(open_loop(port, parts, args.connections, best.rate / 2, args.duration))
+                    loop.run(closed_loop(port, parts, args.connections, min(1.0, args.duration)))  # warm-up
+                    cpu0, gen0, sys0 = cpu_seconds(proc.pid), time.process_time(), system_busy()
+                    best = loop.run(closed_loop(port, parts, args.connections, args.duration))
+                    cpu1, gen1, sys1 = cpu_seconds(proc.pid), time.process_time(), system_busy()
+                    events = best.rate * args.duration
+                    cpu_us = (cpu1 - cpu0) / events * 1e6
+                    gen_us = (gen1 - gen0) / events * 1e6
+                    busy = (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1])
+                    half = loop.run(open_loop(port, parts, args.connections, best.rate / 2, args.duration))
                     _, peak = rss_mib(proc.pid)
                 finally:
                     proc.terminate()
@@ -255,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
                     f"{kind:7s} {size:>6d} B  max {best.rate:8.0f} ev/s  p50 {best.p50_ms:6.2f} ms  "
                     f"p99 {best.p99_ms:6.2f} ms | at {half.rate:6.0f} ev/s: p50 {half.p50_ms:6.2f} ms  "
                     f"p99 {half.p99_ms:6.2f} ms | RSS peak {peak:6.1f} MiB | server CPU {cpu_us:5.0f} us/event | "
-                    f"errors {best.errors + half.errors}",
+                    f"errors {best.errors + half.errors} | load generator {gen_us:3.0f} us/event, machine busy "
+                    f"{busy:4.0%}",
                     flush=True,
                 )
     finally:
@@ -263,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(
         f"{'body':>8s} {'ingest ev/s':>12s} {'no-op ev/s':>11s} {'ratio':>6s} {'p99@half ingest':>16s} "
-        f"{'p99@half no-op':>15s} {'RSS ingest':>11s} {'RSS no-op':>10s} {'CPU/ev ingest':>14s} {'no-op':>8s}"
+        f"{'p99@half no-op':>15s} {'RSS ingest':>11s} {'RSS no-op':>10s} {'CPU/ev ingest':>14s} {'no-op':>8s} "
+        f"{'CPU ratio':>9s}"
     )
     for size in args.sizes:
         noop = next(r for r in rows if r[0] == "noop" and r[1] == size)
@@ -271,11 +295,13 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{size:>8d} {ing[2].rate:>12.0f} {noop[2].rate:>11.0f} {ing[2].rate / noop[2].rate:>6.2f} "
             f"{ing[3].p99_ms:>13.2f} ms {noop[3].p99_ms:>12.2f} ms {ing[4]:>7.1f} MiB {noop[4]:>6.1f} MiB "
-            f"{ing[5]:>11.0f} us {noop[5]:>5.0f} us"
+            f"{ing[5]:>11.0f} us {noop[5]:>5.0f} us {noop[5] / ing[5]:>9.2f}"
         )
     print(
         f"\n{os.cpu_count()} cores; {args.connections} keep-alive connections; {args.duration:.0f} s per phase; "
-        "ingest acks after Kafka's delivery report (acks=all, idempotent)."
+        f"ingest acks after Kafka's delivery report (acks=all, idempotent); servers and load generator on "
+        f"{loop.name()}.\nCPU ratio = no-op CPU/event / ingest CPU/event: the throughput ratio when the server's CPU "
+        "is the limit (steadier than ev/s on a shared machine)."
     )
     return 0
 

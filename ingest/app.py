@@ -210,7 +210,8 @@ async def serve(cfg: IngestConfig, *, ready: asyncio.Event | None = None) -> Non
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, backlog=1024, reuse_address=True)
     await site.start()
-    log.info("ingest listening", extra={"host": cfg.host, "port": cfg.port, "settings": config_mod.redacted(cfg)})
+    extra = {"host": cfg.host, "port": cfg.port, "event_loop": type(asyncio.get_running_loop()).__module__}
+    log.info("ingest listening", extra={**extra, "settings": config_mod.redacted(cfg)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
+    from ingest import loop
     from ingest.app import serve
 
     cfg = config.from_args(IngestConfig, args)
@@ -52,7 +53,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             import logging
 
             logging.getLogger("ingest").warning("could not ensure topics; starting anyway", extra={"error": str(exc)})
-    asyncio.run(serve(cfg))
+    loop.run(serve(cfg))
     return 0
 
 

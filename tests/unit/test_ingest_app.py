@@ -102,6 +102,24 @@ async def test_status_codes_for_bad_requests(make: Factory) -> None:
     assert producer.records == []
 
 
+async def test_chunked_bodies_are_read_whole_and_bounded(make: Factory) -> None:
+    """Bodies without Content-Length arrive in chunks: read whole (byte for byte), 413 past max_body_bytes."""
+    client, producer, _ = await make(max_body_bytes=1000)
+
+    async def chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+            await asyncio.sleep(0)  # let each chunk go out on its own
+
+    parts = [b'{"a":', b"1" * 300, b"2" * 300, b"}"]
+    resp = await client.post("/", data=chunks(parts), headers=dict(examples.A_REQUEST.headers))
+    assert resp.status == 202, await resp.text()
+    assert producer.topic_records()[-1].value == b"".join(parts)
+    resp = await client.post("/", data=chunks([b"x" * 600, b"y" * 600]), headers=dict(examples.A_REQUEST.headers))
+    assert resp.status == 413 and resp.content_type == "application/problem+json"
+    assert len(producer.topic_records()) == 1
+
+
 async def test_invalid_utf8_header_is_a_400_naming_it(make: Factory) -> None:
     client, _, _ = await make()
     reader, writer = await asyncio.open_connection(client.host, client.port)
