@@ -12,7 +12,16 @@ import pytest
 
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
-from sinks.flatten import RECORD_SCHEMA, flatten_record, hive_path, record_time_us
+from sinks.flatten import (
+    RECORD_SCHEMA,
+    arrow_schema,
+    flatten,
+    flatten_record,
+    hive_path,
+    hive_path_at,
+    record_time_us,
+    to_table,
+)
 from sinks.framework import Batch, Item
 from sinks.opensearch import OpenSearchSink, chunks, index_templates, prepare
 from sinks.s3 import S3Sink, encode_objects
@@ -69,6 +78,90 @@ def test_parquet_objects_are_split_by_hive_partition_and_named_by_first_offset()
     assert table.column("kafka_offset").to_pylist() == [100, 102]
     again, _ = encode_objects(cfg, batch_of(recs))
     assert [o.data for o in again] == [o.data for o in objects]  # deterministic bytes
+
+
+@pytest.mark.parametrize("schema", ["inference_record", "failure_signal"])
+def test_column_wise_table_equals_the_table_of_flattened_rows(schema: str) -> None:
+    """to_table (the Parquet path) must give exactly what from_pylist over flatten() rows gave: same bytes."""
+    import pyarrow as pa
+
+    if schema == "failure_signal":
+        recs = [decoded(make_failure(i)) for i in range(4)]
+        recs[1] = {**recs[1], "metadata": {"x-user": ["u1", "u2"]}, "annotations": {"a": "b"}, "trace_id": "t"}
+    else:
+        base = make_record(0)
+        recs = [
+            decoded(make_record(0)),
+            decoded(make_record(1, request={**base["request"], "body": b"\xff\x00", "extensions": {"a": "b"}})),
+            decoded(make_record(2, response=None, status="request_only", latency_ms=None, model_version=None)),
+            decoded(make_record(3, request=None, metadata={}, annotations={}, model_metadata={}, error="boom")),
+            decoded(make_record(4, request={**base["request"], "body": None, "dataref": "s3://b/k", "sha256": "ab"})),
+        ]
+    offsets = [10 + i for i in range(len(recs))]
+    rows = [flatten(schema, r, "recs", 3, o) for r, o in zip(recs, offsets, strict=True)]
+    expected = pa.Table.from_pylist(rows, schema=arrow_schema(schema))
+    table = to_table(schema, recs, "recs", 3, offsets)
+    assert table.schema.equals(expected.schema, check_metadata=True)
+    assert table.equals(expected)
+
+    def parquet(t: pa.Table) -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(t, buf, compression="zstd")
+        return buf.getvalue()
+
+    assert parquet(table) == parquet(expected)
+
+
+def test_cached_hive_path_equals_hive_path() -> None:
+    import datetime as dt
+
+    for t_us in (T0_US, T0_US + 3599_999_999, T0_US + 3600 * 10**6, 0, -1, 86400 * 10**6 * 365 * 60 + 17):
+        for ns, isvc in (("team-a", "iris"), ("", None), ("a/b", "x y")):
+            rec = {"namespace": ns, "isvc": isvc, "event_time": t_us}
+            assert hive_path_at(rec, record_time_us(rec)) == hive_path(rec)
+    naive = {"namespace": "n", "isvc": "i", "event_time": dt.datetime(2024, 5, 1, 23, 59, 59)}
+    aware = {
+        "namespace": "n",
+        "isvc": "i",
+        "event_time": dt.datetime(2024, 5, 2, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    }
+    for rec in (naive, aware):
+        assert hive_path_at(rec, record_time_us(rec)) == hive_path(rec)
+
+
+def test_decode_many_equals_decode_for_the_same_and_an_older_writer_schema() -> None:
+    import json
+
+    from schemas import AvroSerde, load_schema
+    from schemas.serde import HEADER, MAGIC, SchemaError
+
+    text = load_schema("inference_record")
+    old = json.loads(text)
+    old["fields"] = [f for f in old["fields"] if f["name"] not in ("model_metadata", "error")]  # an older version
+    writers = {1: fastavro.parse_schema(json.loads(text)), 2: fastavro.parse_schema(old)}  # 1: equal, not identical
+
+    class Registry:
+        def schema_by_id(self, schema_id: int) -> Any:
+            if schema_id == 9:
+                raise SchemaError("registry unreachable", retriable=True)
+            return writers[schema_id]
+
+    serde = AvroSerde(Registry(), "recs-value", text)  # type: ignore[arg-type]
+
+    def wire(schema_id: int, rec: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(HEADER.pack(MAGIC, schema_id))
+        fastavro.schemaless_writer(buf, writers[schema_id], rec)
+        return buf.getvalue()
+
+    recs = [make_record(i) for i in range(3)]
+    values = [wire(1, recs[0]), wire(2, recs[1]), b"\x01junk", wire(1, recs[2])[:20], HEADER.pack(MAGIC, 9) + b"\x00"]
+    many = serde.decode_many(values)
+    assert many[0] == serde.decode(values[0]) == decoded(recs[0])
+    assert many[1] == serde.decode(values[1]) == {**decoded(recs[1]), "model_metadata": {}, "error": None}
+    assert isinstance(many[2], SchemaError) and not many[2].retriable
+    assert isinstance(many[3], Exception)  # truncated payload
+    assert isinstance(many[4], SchemaError) and many[4].retriable
 
 
 @pytest.mark.parametrize("fmt", ["avro", "jsonl"])

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from schemas.serde import SchemaError
 from schemas.wire import TICK_HEADER
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
@@ -79,8 +80,26 @@ class FakeProducer:
 
 
 class JsonSerde:
+    def __init__(self) -> None:
+        self.bulk_calls = 0
+        self.flaky: set[bytes] = set()  # values whose first bulk decode fails as if the registry were away
+
     def decode(self, data: bytes) -> dict[str, Any]:
         return dict(json.loads(data))
+
+    def decode_many(self, values: list[bytes]) -> list[dict[str, Any] | Exception]:
+        self.bulk_calls += 1
+        out: list[dict[str, Any] | Exception] = []
+        for v in values:
+            if v in self.flaky:
+                self.flaky.discard(v)
+                out.append(SchemaError("registry unreachable", retriable=True))
+                continue
+            try:
+                out.append(self.decode(v))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
 
 class ListSink(Sink):
@@ -119,8 +138,9 @@ def tick(offset: int, t_s: float, partition: int = 0) -> Msg:
 
 
 def feed(r: SinkRunner, msgs: list[Msg]) -> None:
-    for m in msgs:
-        r._handle(m)  # type: ignore[arg-type]
+    """As the consume loop does with one ``consume()`` result: decode in bulk, then handle each message."""
+    for m, headers, decoded in r._predecode(msgs):  # type: ignore[arg-type]
+        r._handle(m, headers, decoded)
 
 
 def test_cut_by_count_commits_after_each_write() -> None:
@@ -240,3 +260,26 @@ def test_shutdown_keeps_deterministic_batches_open_but_flushes_idempotent_sinks(
     feed(r2, [rec(0), rec(1)])
     r2._shutdown()
     assert r2.sink.batches == [[0, 1]] and c2.commits == [(0, 2)]  # type: ignore[attr-defined]
+
+
+def test_records_are_decoded_in_bulk_per_consume_and_ticks_or_paused_partitions_are_not() -> None:
+    sink = ListSink()
+    sink.fail = [WriteError("503", retriable=True)]
+    r, c, _ = runner(sink)
+    serde = r._serdes[TOPIC]
+    assert isinstance(serde, JsonSerde)
+    feed(r, [rec(0), tick(1, 1), rec(2), rec(3)])  # one consume() result, one bulk decode
+    assert serde.bulk_calls == 1 and c.paused == {0}
+    pre = r._predecode([rec(4), rec(0, partition=1), tick(5, 2)])  # type: ignore[list-item]
+    assert [d is None for _, _, d in pre] == [True, False, True]  # paused partition 0 and a tick: not decoded
+    feed(r, [rec(4)])
+    assert c.seeks == [(0, 4)]  # handed back to Kafka as before
+
+
+def test_a_record_the_registry_could_not_decode_in_bulk_is_decoded_again_not_dead_lettered() -> None:
+    r, c, p = runner()
+    serde = r._serdes[TOPIC]
+    assert isinstance(serde, JsonSerde)
+    serde.flaky = {rec(1).value() or b""}
+    feed(r, [rec(0), rec(1), rec(2)])
+    assert r.sink.batches == [[0, 1, 2]] and p.sent == [] and c.commits == [(0, 3)]  # type: ignore[attr-defined]
