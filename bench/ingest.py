@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# This script is named like the ``ingest`` package: do not let its directory shadow it.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 INFERLOG = str(Path(sys.executable).parent / "inferlog")
 
 
