@@ -256,6 +256,8 @@ class Spool:
     @property
     def depth(self) -> int:
         """Records waiting to be delivered (durable ones plus those being written)."""
+        if not self._pending:  # the hot path asks this per request
+            return self.log.records
         return self.log.records + sum(len(f) for f, _ in self._pending)
 
     @property
