@@ -1,18 +1,22 @@
 """Benchmark the ingest against the real broker, next to a no-op aiohttp handler measured in the same run.
 
 Each server runs as its own process; this process is the load generator (a minimal keep-alive HTTP/1.1
-client on raw asyncio streams, so that the generator is cheaper than the servers it measures). For each body
-size it measures, per server:
+client on raw asyncio streams, on the same event loop, so that the generator is cheaper than the servers it
+measures). For each body size it measures, per server:
 
 - the maximum rate: ``--connections`` keep-alive connections in a closed loop for ``--duration`` seconds
   → events/s, p50 and p99 latency;
 - the latency at half of that maximum: an open loop at 50 % of the rate (latency counted from each
   request's scheduled time, so queueing is not hidden) → p50 and p99;
-- the server's RSS (peak, from /proc).
+- the server's RSS (peak, from /proc), its CPU time per event (all its threads, from /proc: steadier than
+  events/s on a shared machine), the load generator's CPU per event and how busy the whole machine was.
 
-It prints both servers' figures and the ratio ingest / no-op. Requests are KServe-shaped binary-mode
-CloudEvents (v2 bodies of the chosen size, fresh ``Ce-Id`` each). The ingest acknowledges each one only
-after Kafka's delivery report (acks=all). The topic is created for the run and deleted afterwards.
+The no-op baseline is served exactly like the ingest: same event loop (uvloop when installed, see
+``ingest/loop.py``), same runner settings, and it reads the body the same way before answering 202. It prints
+both servers' figures, the ratio ingest / no-op of events/s and the CPU ratio (no-op CPU/event / ingest
+CPU/event). Requests are KServe-shaped binary-mode CloudEvents (v2 bodies of the chosen size, fresh ``Ce-Id``
+each). The ingest acknowledges each one only after Kafka's delivery report (acks=all). The topic is created
+for the run and deleted afterwards.
 
     .venv/bin/python bench/ingest.py                  # defaults: 1 KiB and 64 KiB, 64 connections
     .venv/bin/python bench/ingest.py --sizes 1024 --duration 10 --connections 128
