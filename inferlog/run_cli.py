@@ -215,11 +215,20 @@ def _settings_env(cfg: StackConfig) -> dict[str, object]:
     return {env_name(k): v for k, v in dataclasses.asdict(cfg).items() if k in names}
 
 
+STARTUP_STALLED = 75  # a worker that stalled during start-up exits with this code to be restarted
+
+
 def _wait_ready(children: list[Child], deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     pending = list(children)
+    restarts = 0
     while pending:
         for child in list(pending):
+            if child.proc is not None and child.proc.poll() == STARTUP_STALLED and restarts < 3:
+                restarts += 1
+                print(f"  {child.name:<16} start-up stalled; restarting it", flush=True)
+                child.start()
+                continue
             if not child.alive():
                 raise RunError(
                     f"{child.name} exited during start-up; last lines of {child.log_file}:\n"

@@ -378,6 +378,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
 
     @app.on_partitions_assigned.connect
     def on_assigned(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        app.streams_assigned = True  # type: ignore[attr-defined]  # the start-up watchdog (streams.cli)
         now = time.monotonic()
         for tp in (args[0] if args else kwargs.get("assigned")) or ():
             if tp.topic == cfg.topic_events:

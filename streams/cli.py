@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+import time
 from typing import Any
 
 from inferlog import config, logs
@@ -68,6 +70,7 @@ def run_worker(cfg: StreamsConfig) -> int:
     if cfg.metrics_port:
         probe = LivenessProbe(app, stale_after_s=max(10.0, 5 * cfg.state_flush_interval_s))
         health.serve(cfg.metrics_port, alive=probe.alive, ready=probe.ready)
+    start_watchdog(app, cfg.startup_timeout_s)
     worker = StreamsWorker(app, loglevel=cfg.log_level.upper(), override_logging=False, quiet=True)
     try:
         worker.execute_from_commandline()
@@ -76,6 +79,37 @@ def run_worker(cfg: StreamsConfig) -> int:
             log.info("streams worker stopped cleanly")
         raise
     return 0  # pragma: no cover (execute_from_commandline exits)
+
+
+STARTUP_STALLED = 75  # EX_TEMPFAIL: try again
+
+
+def start_watchdog(app: Any, timeout_s: float) -> threading.Thread:
+    """Exit the process with :data:`STARTUP_STALLED` if the worker neither got a partition assignment nor became
+    ready within ``timeout_s``. Faust 0.15 sometimes stalls during start-up before it subscribes (seen about once
+    in ten starts against Kafka 4.3: the event loop idles after "Recovery: Starting...", the group stays empty);
+    a fresh process starts normally, so the supervisor (Kubernetes, ``inferlog run``, the tests) restarts it."""
+    import logging
+
+    log = logging.getLogger("inferlog.streams")
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if getattr(app, "streams_assigned", False) or getattr(app, "streams_ready", False):
+                return
+            time.sleep(0.5)
+        log.error(
+            "start-up stalled: no partition assignment; exiting so that the worker is restarted",
+            extra={"timeout_s": timeout_s, "exit_code": STARTUP_STALLED},
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(STARTUP_STALLED)
+
+    thread = threading.Thread(target=watch, name="startup-watchdog", daemon=True)
+    thread.start()
+    return thread
 
 
 class LivenessProbe:

@@ -19,7 +19,7 @@ from typing import Any
 from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent, to_kafka
 from inferlog.kafka import base_config, producer_config
 from inferlog.topics import ensure_topics
-from streams.cli import streams_topic_specs
+from streams.cli import STARTUP_STALLED, streams_topic_specs
 from streams.config import StreamsConfig
 
 BASE_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
@@ -191,19 +191,31 @@ class WorkerProcess:
         self.cfg = cfg
         self.log_path = Path(cfg.store_dir) / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self.restarts = 0
+        self._spawn()
+
+    def _spawn(self) -> None:
         exe = str(Path(sys.executable).with_name("inferlog"))
         self.proc = subprocess.Popen(
-            [exe, "streams"], env=env_for(cfg), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            [exe, "streams"], env=env_for(self.cfg), stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Wait for "streams worker ready"; a worker whose start-up stalled (exit 75, see
+        ``streams.cli.start_watchdog``) is restarted, as its supervisor would, at most twice."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if "streams worker ready" in self.log_text():
                 return
+            if self.proc.poll() == STARTUP_STALLED and self.restarts < 2:
+                self.restarts += 1
+                deadline += self.cfg.startup_timeout_s
+                self._spawn()
+                continue
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
             time.sleep(0.2)
