@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -139,9 +140,14 @@ async def drive(url: str, rate: float, seconds: float, namespace: str, sent: dic
         await asyncio.gather(*tasks)
 
 
-def measure(watcher: Watcher, sent: dict[str, Sent], until: float) -> None:
-    while time.monotonic() < until:
-        pending = [k for k, s in sent.items() if s.searchable is None]
+def measure(watcher: Watcher, sent: dict[str, Sent], sending: threading.Event, drain_s: float) -> None:
+    """Poll while the load runs (``sending`` set) and up to ``drain_s`` after it, until everything is seen."""
+    until: float | None = None
+    while until is None or time.monotonic() < until:
+        if until is None and not sending.is_set():
+            until = time.monotonic() + drain_s
+        snapshot = list(sent.items())
+        pending = [k for k, s in snapshot if s.searchable is None]
         now = time.monotonic()
         for k in watcher.searchable(pending) if pending else ():
             sent[k].searchable = now
@@ -149,7 +155,7 @@ def measure(watcher: Watcher, sent: dict[str, Sent], until: float) -> None:
         for k in watcher.archived():
             if k in sent and sent[k].archived is None:
                 sent[k].archived = now
-        if all(s.searchable is not None and s.archived is not None for s in sent.values()):
+        if until is not None and all(s.searchable is not None and s.archived is not None for _, s in snapshot):
             return
         time.sleep(0.25)  # polling interval of the measurement
 
@@ -190,10 +196,17 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/"
         for rate in [float(r) for r in args.rates.split(",")]:
             sent: dict[str, Sent] = {}
+            sending = threading.Event()
+            sending.set()
+            watching = threading.Thread(target=measure, args=(watcher, sent, sending, args.drain_s))
+            watching.start()  # measures while the load runs, not after
             t0 = time.monotonic()
-            asyncio.run(drive(url, rate, args.seconds, f"r{int(rate)}", sent))
-            send_s = time.monotonic() - t0
-            measure(watcher, sent, time.monotonic() + args.drain_s)
+            try:
+                asyncio.run(drive(url, rate, args.seconds, f"r{int(rate)}", sent))
+            finally:
+                send_s = time.monotonic() - t0
+                sending.clear()
+                watching.join()
             ordered = sorted(sent.values(), key=lambda s: s.posted)
             search = [s.searchable - s.posted for s in ordered if s.searchable is not None]
             third = max(1, len(ordered) // 3)

@@ -31,6 +31,9 @@ class SinkConfig(CommonConfig):
     s3_parquet_compression: str = setting("zstd", "Parquet compression", choices=("zstd", "snappy", "gzip", "none"))
     s3_multipart_bytes: int = setting(16 * 1024 * 1024, "Objects larger than this are uploaded in parts this size")
     index_prefix: str = setting("inferlog", "Index prefix: <prefix>-records-<namespace>-<yyyy.mm.dd>, -failures-")
+    index_linger_s: float = setting(
+        1.0, "OpenSearch sink: write a batch once it is this many wall-clock seconds old (searchable sooner)"
+    )
     bulk_bytes: int = setting(5 * 1024 * 1024, "Largest _bulk request body in bytes")
     index_replicas: int = setting(1, "number_of_replicas in the index template")
     index_shards: int = setting(1, "number_of_shards in the index template")
@@ -45,6 +48,8 @@ class SinkConfig(CommonConfig):
                 raise ConfigError(f"{env_name(name)} must be >= 1")
         if self.flush_span_s <= 0:
             raise ConfigError(f"{env_name('flush_span_s')} must be > 0")
+        if self.index_linger_s <= 0:
+            raise ConfigError(f"{env_name('index_linger_s')} must be > 0")
         if self.s3_multipart_bytes < 5 * 1024 * 1024:
             raise ConfigError(f"{env_name('s3_multipart_bytes')} must be >= 5 MiB (the S3 minimum part size)")
         if self.sink_retry_max_s <= 0:

@@ -105,6 +105,7 @@ class Batch:
     nbytes: int = 0
     first_time_us: int | None = None
     max_time_us: int | None = None
+    opened_at: float = field(default_factory=time.monotonic)  # wall clock: only idempotent sinks look at it
 
     @property
     def first_offset(self) -> int:
@@ -256,9 +257,13 @@ class SinkRunner:
                     good.append(msg)
                 for msg, headers, decoded in self._predecode(good):
                     self._handle(msg, headers, decoded)
-                if not msgs and not self.sink.deterministic_cuts:
-                    for tp in list(self._open):  # caught up: an idempotent sink writes what it has
-                        self._close(tp)
+                if not self.sink.deterministic_cuts:
+                    # An idempotent sink (OpenSearch: _id = join key) may cut anywhere: it writes what it has
+                    # when caught up, and under steady traffic once a batch is index_linger_s old.
+                    stale = time.monotonic() - self.cfg.index_linger_s
+                    for tp, batch in list(self._open.items()):
+                        if not msgs or batch.opened_at <= stale:
+                            self._close(tp)
                 self._commit_ticks()
                 self._update_lag()
             self._shutdown()
