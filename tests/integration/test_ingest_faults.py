@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,14 +157,21 @@ def _get(port: int, path: str) -> tuple[int, Any]:
 
 
 async def post_many(
-    port: int, ids: list[str], concurrency: int = 8, statuses: dict[str, int] | None = None
+    port: int,
+    ids: list[str],
+    concurrency: int = 8,
+    statuses: dict[str, int] | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, int]:
+    """POST one event per id; once ``stop`` is set, the ids not yet sent are skipped (and get no status)."""
     statuses = {} if statuses is None else statuses
     sem = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession() as session:
 
         async def one(ce_id: str) -> None:
             async with sem:
+                if stop is not None and stop.is_set():
+                    return
                 try:
                     async with session.post(
                         f"http://127.0.0.1:{port}/", data=b'{"predictions": [1]}', headers=event_headers(ce_id, True)
@@ -197,20 +205,20 @@ def test_kill_9_with_a_full_spool_then_restart_drains(stack: CommonConfig, uniqu
 
 
 def test_sigterm_under_load_loses_nothing_acknowledged(stack: CommonConfig, unique: str, tmp_path: Path) -> None:
-    import threading
-
     cfg = ingest_config(stack, unique, tmp_path)
     port = free_port()
-    ids = [f"term-{i}" for i in range(600)]
+    ids = [f"term-{i}" for i in range(20_000)]  # far more than can be sent before the SIGTERM below
     statuses: dict[str, int] = {}
+    stop = threading.Event()
     with ingest_process(cfg, port, bootstrap=cfg.kafka_bootstrap, log=tmp_path / "ingest.log") as proc:
-        loader = threading.Thread(target=lambda: asyncio.run(post_many(port, ids, 16, statuses)))
+        loader = threading.Thread(target=lambda: asyncio.run(post_many(port, ids, 16, statuses, stop)))
         loader.start()
         try:
             wait_until(lambda: len(statuses) >= 100, timeout_s=30, what="traffic flowing")
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
         finally:
+            stop.set()  # the loader ends by itself: the rest of the ids are skipped
             loader.join(timeout=60)
     acked = [i for i, s in statuses.items() if s == 202]
     assert len(acked) >= 100
