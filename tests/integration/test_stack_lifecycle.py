@@ -41,8 +41,8 @@ def test_stack_start_is_idempotent_and_stop_leaves_nothing(tmp_path: Path) -> No
     env.update(
         {
             "INFERLOG_STACK_DIR": str(state),
-            "INFERLOG_S3_ENDPOINT": "http://127.0.0.1:48333",
-            "INFERLOG_SEAWEED_PORT_BASE": "49333",
+            "INFERLOG_S3_ENDPOINT": "http://127.0.0.1:21333",  # below the ephemeral range, and so is port + 10000
+            "INFERLOG_SEAWEED_PORT_BASE": "21340",
             "INFERLOG_LOG_FORMAT": "text",
         }
     )
@@ -57,13 +57,13 @@ def test_stack_start_is_idempotent_and_stop_leaves_nothing(tmp_path: Path) -> No
 
         status = _inferlog(env, "stack", "status", "--json")
         rows = {r["server"]: r for r in json.loads(status.stdout)}
-        assert rows["s3"]["state"] == "running" and rows["s3"]["address"] == "http://127.0.0.1:48333"
+        assert rows["s3"]["state"] == "running" and rows["s3"]["address"] == "http://127.0.0.1:21333"
         assert _processes_mentioning(str(state))
     finally:
         stopped = _inferlog(env, "stack", "stop", "--only", "s3")
     assert stopped.returncode == 0, stopped.stderr
     assert _processes_mentioning(str(state)) == []
-    assert not port_open("127.0.0.1", 48333)
+    assert not port_open("127.0.0.1", 21333)
 
 
 def test_port_taken_is_a_one_line_error(tmp_path: Path) -> None:
