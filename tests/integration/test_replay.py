@@ -74,43 +74,13 @@ def test_replay_to_file_with_filters_and_checkpoint(
 ) -> None:
     cfg, _ = events_topic
     out, ckpt = tmp_path / "out.jsonl", tmp_path / "ckpt.json"
-    assert (
-        main(
-            [
-                "replay",
-                *_args(cfg),
-                "--namespace",
-                "ns1",
-                "--status",
-                "request",
-                "--to-file",
-                str(out),
-                "--checkpoint",
-                str(ckpt),
-            ]
-        )
-        == 0
-    )
+    argv = ["replay", *_args(cfg), "--namespace", "ns1", "--status", "request", "--to-file", str(out)]
+    argv += ["--checkpoint", str(ckpt)]
+    assert main(argv) == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 30 and all(x["key"].startswith("ns1/iris/predictor/") for x in lines)
     # A re-run resumes after the checkpoint: nothing new to send.
-    assert (
-        main(
-            [
-                "replay",
-                *_args(cfg),
-                "--namespace",
-                "ns1",
-                "--status",
-                "request",
-                "--to-file",
-                str(out),
-                "--checkpoint",
-                str(ckpt),
-            ]
-        )
-        == 0
-    )
+    assert main(argv) == 0
     assert len(out.read_text().splitlines()) == 30
     saved = json.loads(ckpt.read_text())
     assert sum(saved.values()) == 120  # every partition read to its end
