@@ -19,30 +19,31 @@ def base_config(cfg: CommonConfig) -> dict[str, Any]:
 
 
 def producer_config(cfg: CommonConfig, **overrides: Any) -> dict[str, Any]:
-    out = base_config(cfg)
-    out.update(
-        {
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "murmur2_random",
-            "compression.type": "lz4",
-            "linger.ms": 5,
-        }
-    )
+    """Producer settings: inferlog's defaults, then the user's ``kafka_options`` (e.g. ``compression.type=none``),
+    then the caller's ``overrides``."""
+    out: dict[str, Any] = {
+        "bootstrap.servers": cfg.kafka_bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "compression.type": "lz4",
+        "linger.ms": 5,
+    }
+    out.update(cfg.kafka_extra())
     out.update(overrides)
     return out
 
 
 def consumer_config(cfg: CommonConfig, group_id: str, **overrides: Any) -> dict[str, Any]:
-    out = base_config(cfg)
-    out.update(
-        {
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "partition.assignment.strategy": "cooperative-sticky",
-        }
-    )
+    """Consumer settings: inferlog's defaults, then the user's ``kafka_options``, then the caller's ``overrides``."""
+    out: dict[str, Any] = {
+        "bootstrap.servers": cfg.kafka_bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "partition.assignment.strategy": "cooperative-sticky",
+    }
+    out.update(cfg.kafka_extra())
     out.update(overrides)
     return out

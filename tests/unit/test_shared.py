@@ -166,3 +166,13 @@ def test_serde_canonical_sorts_maps() -> None:
 
     assert list(_canonical({"b": 1, "a": {"d": 1, "c": 2}})) == ["a", "b"]
     assert list(_canonical({"a": {"d": 1, "c": 2}})["a"]) == ["c", "d"]
+
+
+def test_kafka_options_override_inferlog_defaults_but_not_the_callers() -> None:
+    from inferlog.kafka import consumer_config, producer_config
+
+    cfg = config.load(CommonConfig, env={"INFERLOG_KAFKA_OPTIONS": "compression.type=none,security.protocol=SSL"})
+    prod = producer_config(cfg, **{"linger.ms": 0})
+    assert prod["compression.type"] == "none" and prod["security.protocol"] == "SSL"
+    assert prod["linger.ms"] == 0 and prod["partitioner"] == "murmur2_random"
+    assert consumer_config(cfg, "g")["security.protocol"] == "SSL"
