@@ -226,6 +226,11 @@ class SeaweedServer(Server):
 
     def ports(self) -> list[int]:
         http = [self.port, *self._ports().values()]
+        if max(http) + 10000 > 65535:
+            raise StackError(
+                f"SeaweedFS puts a gRPC listener at each port + 10000: ports {http} must be <= 55535 "
+                "(change INFERLOG_S3_ENDPOINT or INFERLOG_SEAWEED_PORT_BASE)"
+            )
         return http + [p + 10000 for p in http]  # SeaweedFS puts each gRPC listener at port + 10000
 
     def prepare(self) -> None:

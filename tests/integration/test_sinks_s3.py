@@ -216,7 +216,7 @@ def kill_loop(cfg: SinkConfig, procs: list[subprocess.Popen[bytes]], log_path: P
         feeder.start()
         if n < rounds - 1:
             wait_until(lambda n=n: assigned_count() > n, timeout_s=60, what="sink assigned")  # type: ignore[misc]
-            deadline = time.monotonic() + rng.uniform(0.2, 1.2)
+            deadline = time.monotonic() + rng.uniform(0.05, 0.6)  # early enough to find work in flight
             while time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.02)
             assert proc.poll() is None, log_path.read_text()[-3000:]

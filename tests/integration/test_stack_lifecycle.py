@@ -70,11 +70,16 @@ def test_port_taken_is_a_one_line_error(tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        for port in range(21400, 21500):  # below the ephemeral range, and so is port + 10000
+            try:
+                sock.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
         sock.listen()
-        port = sock.getsockname()[1]
         env = dict(os.environ)
-        env.update({"INFERLOG_STACK_DIR": str(tmp_path), "INFERLOG_S3_ENDPOINT": f"http://127.0.0.1:{port}"})
+        env.update({"INFERLOG_STACK_DIR": str(tmp_path), "INFERLOG_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+                    "INFERLOG_SEAWEED_PORT_BASE": "21340"})  # fmt: skip
         res = _inferlog(env, "stack", "start", "--only", "s3")
-    assert res.returncode == 2
-    assert f"port(s) [{port}" in res.stderr and "taken by another process" in res.stderr
+    assert res.returncode == 2, res.stderr
+    assert f"port(s) [{port}]" in res.stderr and "taken by another process" in res.stderr
