@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for child in children:
             child.start()
-        _wait_ready(children, deadline_s=180)
+        _wait_ready(children, deadline_s=300)
         _banner(cfg, args, time.monotonic() - t0)
         status = 0
         if args.demo:
@@ -224,7 +224,7 @@ def _wait_ready(children: list[Child], deadline_s: float) -> None:
     restarts = 0
     while pending:
         for child in list(pending):
-            if child.proc is not None and child.proc.poll() == STARTUP_STALLED and restarts < 3:
+            if child.proc is not None and child.proc.poll() == STARTUP_STALLED and restarts < 6:
                 restarts += 1
                 print(f"  {child.name:<16} start-up stalled; restarting it", flush=True)
                 child.start()

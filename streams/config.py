@@ -41,9 +41,10 @@ class StreamsConfig(CommonConfig):
     standby_replicas: int = setting(1, "Standby replicas of the join table kept by other workers")
     metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (0: disabled)")
     startup_timeout_s: float = setting(
-        60.0,
-        "Exit with code 75 (for the supervisor to restart the worker) after this many seconds without progress "
-        "towards ready (group join, changelog recovery): Faust 0.15 occasionally stalls while starting",
+        30.0,
+        "Exit with code 75 (for the supervisor to restart the worker) if it has not joined its group within this "
+        "many seconds of starting: Faust 0.15 occasionally stalls before subscribing. Table recovery after the "
+        "join is not limited.",
     )
     commit_interval_s: float = setting(2.8, "Seconds between offset commits (after the producer is flushed)")
     buffer_maxsize: int = setting(16384, "Faust stream buffer size per partition")

@@ -206,12 +206,12 @@ class WorkerProcess:
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Wait for "streams worker ready"; a worker whose start-up stalled (exit 75, see
-        ``streams.cli.start_watchdog``) is restarted, as its supervisor would, at most twice."""
+        ``streams.cli.start_watchdog``) is restarted, as its supervisor would, at most five times."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if "streams worker ready" in self.log_text():
                 return
-            if self.proc.poll() == STARTUP_STALLED and self.restarts < 2:
+            if self.proc.poll() == STARTUP_STALLED and self.restarts < 5:
                 self.restarts += 1
                 deadline += self.cfg.startup_timeout_s
                 self._spawn()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -208,6 +209,36 @@ class KafkaServer(Server):
         admin = AdminClient({"bootstrap.servers": self.address(), "log_level": 0})
         md = admin.list_topics(timeout=2)
         return len(md.brokers) > 0
+
+    def after_ready(self) -> None:
+        """Load the group and transaction coordinators before anyone needs them: a fresh broker answers
+        "coordinator load in progress" for a while, and clients that start during it (Faust's in particular)
+        may stall. An idempotent produce and a group offset commit make both coordinators load."""
+        from confluent_kafka import Consumer, Producer, TopicPartition
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        from inferlog.retry import wait_until
+
+        topic = "__inferlog_stack_ready"
+        admin = AdminClient({"bootstrap.servers": self.address(), "log_level": 0})
+        if topic not in admin.list_topics(timeout=10).topics:
+            with contextlib.suppress(Exception):
+                admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+        producer = Producer({"bootstrap.servers": self.address(), "enable.idempotence": True, "log_level": 0})
+        producer.produce(topic, b"ready")
+        if producer.flush(120) != 0:
+            raise StackError("kafka: an idempotent produce did not complete within 120 s (transaction coordinator)")
+        consumer = Consumer({"bootstrap.servers": self.address(), "group.id": "__inferlog_stack_ready",
+                             "enable.auto.commit": False, "log_level": 0})  # fmt: skip
+
+        def committed() -> bool:
+            consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+            return True
+
+        try:
+            wait_until(committed, timeout_s=120, interval_s=0.5, what="kafka group coordinator")
+        finally:
+            consumer.close()
 
 
 class SeaweedServer(Server):

@@ -83,7 +83,7 @@ def pipeline(stack: CommonConfig, unique: str, tmp_path: Path) -> Iterator[Pipel
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while "pipeline running" not in log.read_text(errors="replace"):
             assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, "pipeline not ready:\n" + log.read_text(errors="replace")[-3000:]
