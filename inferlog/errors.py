@@ -35,7 +35,31 @@ class TransientError(InferlogError):
 
 def is_retriable(exc: BaseException) -> bool:
     """True when ``exc`` is worth retrying: an :class:`InferlogError` says so, and so do plain
-    connection and timeout errors of the standard library."""
+    connection and timeout errors of the standard library, and a confluent-kafka ``KafkaException`` for a
+    transient broker answer (e.g. "not leader for partition" right after a topic was created)."""
     if isinstance(exc, InferlogError):
         return exc.retriable
-    return isinstance(exc, ConnectionError | TimeoutError)
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if type(exc).__name__ != "KafkaException" or not exc.args:
+        return False
+    err = exc.args[0]
+    check, name = getattr(err, "retriable", None), getattr(err, "name", None)
+    return bool((callable(check) and check()) or (callable(name) and name() in _TRANSIENT_KAFKA_ERRORS))
+
+
+# librdkafka does not flag every transient broker answer as retriable (e.g. a partition without a leader yet).
+_TRANSIENT_KAFKA_ERRORS = frozenset(
+    {
+        "NOT_LEADER_FOR_PARTITION",
+        "LEADER_NOT_AVAILABLE",
+        "UNKNOWN_TOPIC_OR_PART",
+        "REQUEST_TIMED_OUT",
+        "COORDINATOR_NOT_AVAILABLE",
+        "NOT_COORDINATOR",
+        "COORDINATOR_LOAD_IN_PROGRESS",
+        "_TRANSPORT",
+        "_TIMED_OUT",
+        "_ALL_BROKERS_DOWN",
+    }
+)

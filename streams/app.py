@@ -24,6 +24,7 @@ Wiring (see FAUST-NOTES.md for why):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -35,6 +36,7 @@ from prometheus_client import Counter, Gauge
 
 from inferlog import metrics
 from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, EventError, from_kafka
+from inferlog.retry import Backoff, retry_sync
 from schemas import AvroSerde
 from schemas.wire import TICK_HEADER
 from streams import enrich
@@ -89,8 +91,11 @@ class MetadataTable:
                 return
             ends = {}
             for p in meta.partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.cfg.topic_metadata, p), timeout=timeout_s
+                tp = TopicPartition(self.cfg.topic_metadata, p)
+                low, high = retry_sync(
+                    functools.partial(consumer.get_watermark_offsets, tp, timeout=timeout_s),
+                    Backoff(base_s=0.2, cap_s=2.0, attempts=0, deadline_s=timeout_s),
+                    what="metadata topic offsets",
                 )
                 self.positions[p] = low
                 ends[p] = high

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import threading
@@ -70,8 +71,8 @@ def run_worker(cfg: StreamsConfig) -> int:
     if cfg.metrics_port:
         probe = LivenessProbe(app, stale_after_s=max(10.0, 5 * cfg.state_flush_interval_s))
         health.serve(cfg.metrics_port, alive=probe.alive, ready=probe.ready)
-    start_watchdog(app, cfg.startup_timeout_s)
     worker = StreamsWorker(app, loglevel=cfg.log_level.upper(), override_logging=False, quiet=True)
+    start_watchdog(app, worker.loop, cfg.startup_timeout_s)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -84,7 +85,7 @@ def run_worker(cfg: StreamsConfig) -> int:
 STARTUP_STALLED = 75  # EX_TEMPFAIL: try again
 
 
-def start_watchdog(app: Any, timeout_s: float) -> threading.Thread:
+def start_watchdog(app: Any, loop: asyncio.AbstractEventLoop, timeout_s: float) -> threading.Thread:
     """Exit the process with :data:`STARTUP_STALLED` if the worker neither got a partition assignment nor became
     ready within ``timeout_s``. Faust 0.15 sometimes stalls during start-up before it subscribes (about once in
     six starts under load: the event loop idles after "Recovery: Starting...", the group stays empty); a fresh
@@ -103,7 +104,7 @@ def start_watchdog(app: Any, timeout_s: float) -> threading.Thread:
             time.sleep(0.5)
         log.error(
             "start-up stalled: no partition assignment; exiting so that the worker is restarted",
-            extra={"timeout_s": timeout_s, "exit_code": STARTUP_STALLED},
+            extra={"timeout_s": timeout_s, "exit_code": STARTUP_STALLED, "pending": _pending_work(loop)},
         )
         for handler in logging.getLogger().handlers:
             handler.flush()
@@ -112,6 +113,42 @@ def start_watchdog(app: Any, timeout_s: float) -> threading.Thread:
     thread = threading.Thread(target=watch, name="startup-watchdog", daemon=True)
     thread.start()
     return thread
+
+
+def _pending_work(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """Where the event loop's tasks wait (collected in the loop itself), or the threads' stacks if it is blocked."""
+    import traceback
+
+    done = threading.Event()
+    out: list[str] = []
+
+    def collect() -> None:
+        try:
+            for task in asyncio.all_tasks(loop):
+                frames = task.get_stack(limit=8)
+                where = " <- ".join(
+                    f"{f.f_code.co_name}@{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+                    for f in reversed(frames)
+                )
+                out.append(f"{task.get_name()}: {where}")
+        finally:
+            done.set()
+
+    try:
+        loop.call_soon_threadsafe(collect)
+    except RuntimeError:
+        return ["event loop closed"]
+    if done.wait(5.0):
+        return sorted(out)
+    frames = sys._current_frames()
+    return ["event loop blocked"] + [
+        f"thread {tid}: "
+        + " <- ".join(
+            f"{fs.name}@{os.path.basename(fs.filename)}:{fs.lineno}"
+            for fs in reversed(traceback.extract_stack(frame)[-10:])
+        )
+        for tid, frame in frames.items()
+    ]
 
 
 class LivenessProbe:

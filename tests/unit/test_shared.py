@@ -120,6 +120,15 @@ async def test_retry_async_gives_up_after_attempts() -> None:
     assert is_retriable(ConnectionError()) and not is_retriable(ValueError())
 
 
+def test_transient_kafka_errors_are_retriable() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    # librdkafka does not flag this one retriable, but a fresh topic has no leader for a moment
+    assert is_retriable(KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)))
+    assert is_retriable(KafkaException(KafkaError(KafkaError._TRANSPORT)))
+    assert not is_retriable(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)))
+
+
 def test_backoff_is_bounded() -> None:
     with pytest.raises(ValueError):
         Backoff(attempts=0, deadline_s=0)
