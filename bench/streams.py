@@ -44,6 +44,17 @@ def events(n: int) -> list[object]:
     return out
 
 
+def cpu_s(pid: int, tid: int | None = None) -> float:
+    """User+system CPU seconds of a process (or of one of its threads) from /proc."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, float] = {}
+
+
 async def raw_loop(cfg: T.StreamsConfig, total: int, out_topic: str) -> float:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka import TopicPartition as ATP
@@ -67,8 +78,10 @@ async def raw_loop(cfg: T.StreamsConfig, total: int, out_topic: str) -> float:
                     )
                     if done == 0:
                         first = time.monotonic()
+                        cpu0 = time.process_time()
                     done += 1
         await producer.flush()
+        CPU["raw"] = time.process_time() - cpu0
         return time.monotonic() - first
     finally:
         await consumer.stop()
@@ -89,15 +102,17 @@ async def empty(stream):
     async for _ in stream.events():
         if seen[0] == 0:
             seen[1] = time.monotonic()
+            seen.append(time.thread_time())
         seen[0] += 1
         if seen[0] >= n:
-            print(f"FLOOR {time.monotonic() - seen[1]:.6f}", flush=True)
+            print(f"FLOOR {time.monotonic() - seen[1]:.6f} {time.thread_time() - seen[2]:.6f}", flush=True)
             os.kill(os.getpid(), signal.SIGTERM)
 faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 """
 
 
-def faust_floor(cfg: T.StreamsConfig, events_n: int, timeout_s: float) -> float:
+def faust_floor(cfg: T.StreamsConfig, events_n: int, timeout_s: float) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the event-loop thread) of an empty Faust agent over the events."""
     import subprocess
 
     out = subprocess.run(
@@ -108,7 +123,8 @@ def faust_floor(cfg: T.StreamsConfig, events_n: int, timeout_s: float) -> float:
     )
     for line in (out.stdout + out.stderr).splitlines():  # Faust's worker redirects stdout to its log
         if "FLOOR " in line:
-            return float(line.split("FLOOR ", 1)[1].split()[0])
+            wall, cpu = line.split("FLOOR ", 1)[1].split()[:2]
+            return float(wall), float(cpu)
     raise SystemExit(f"empty Faust agent did not finish: {out.stderr[-2000:]}")
 
 
@@ -117,18 +133,22 @@ def time_worker(cfg: T.StreamsConfig, n: int, timeout_s: float) -> float:
         {"bootstrap.servers": cfg.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4().hex}", "enable.auto.commit": False}
     )
     consumer.assign([TopicPartition(cfg.topic_records, p, 0) for p in range(cfg.partitions)])
-    with T.running_worker(cfg, "bench", wait=False):
+    with T.running_worker(cfg, "bench", wait=False) as w:
+        pid = w.proc.pid
         got = 0
         first = last = 0.0
+        cpu0 = main0 = 0.0
         deadline = time.monotonic() + timeout_s
         while got < n and time.monotonic() < deadline:
             for msg in consumer.consume(10000, 0.2):
                 if msg.error() or msg.key() is None:
                     continue
                 now = time.monotonic()
-                first = first or now
+                if not first:
+                    first, cpu0, main0 = now, cpu_s(pid), cpu_s(pid, pid)
                 last = now
                 got += 1
+        CPU["worker"], CPU["worker_main"] = cpu_s(pid) - cpu0, cpu_s(pid, pid) - main0
     consumer.close()
     if got < n:
         raise SystemExit(f"worker produced {got}/{n} records within {timeout_s}s")
@@ -153,15 +173,24 @@ def main() -> None:
     print(f"preloaded {args.pairs} pairs ({2 * args.pairs} events, ~1 KiB bodies) in {time.monotonic() - t0:.1f}s")
     raw_s = asyncio.run(raw_loop(cfg, 2 * args.pairs, scratch))
     raw_rate = args.pairs / raw_s
-    print(f"raw aiokafka consume->produce: {2 * args.pairs} events in {raw_s:.2f}s = {raw_rate:,.0f} pairs/s")
+    print(
+        f"raw aiokafka consume->produce: {2 * args.pairs} events in {raw_s:.2f}s = {raw_rate:,.0f} pairs/s, "
+        f"{CPU['raw'] / args.pairs * 1e6:,.0f} µs CPU/pair"
+    )
     worker_s = time_worker(cfg, args.pairs, args.timeout)
     rate = args.pairs / worker_s
-    print(f"streams worker (join+enrich+Avro): {args.pairs} records in {worker_s:.2f}s = {rate:,.0f} pairs/s")
+    print(
+        f"streams worker (join+enrich+Avro): {args.pairs} records in {worker_s:.2f}s = {rate:,.0f} pairs/s, "
+        f"{CPU['worker'] / args.pairs * 1e6:,.0f} µs CPU/pair ({CPU['worker_main'] / args.pairs * 1e6:,.0f} in the "
+        f"event-loop thread: the bound of one worker is {args.pairs / max(CPU['worker_main'], 1e-9):,.0f} pairs/s)"
+    )
     print(f"ratio streams/raw = {rate / raw_rate:.2f} (target >= 0.5); target >= 5,000 pairs/s: {rate >= 5000}")
     if args.faust_floor:
-        floor_rate = args.pairs / faust_floor(cfg, 2 * args.pairs, args.timeout)
+        floor_s, floor_cpu = faust_floor(cfg, 2 * args.pairs, args.timeout)
+        floor_rate = args.pairs / floor_s
         print(
-            f"empty Faust agent (no work at all): {floor_rate:,.0f} pairs/s = {floor_rate / raw_rate:.2f} of raw; "
+            f"empty Faust agent (no work at all): {floor_rate:,.0f} pairs/s, {floor_cpu / args.pairs * 1e6:,.0f} µs "
+            f"CPU/pair in the event-loop thread = {floor_rate / raw_rate:.2f} of raw; "
             f"streams worker = {rate / floor_rate:.2f} of the empty agent"
         )
 

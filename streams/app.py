@@ -9,10 +9,11 @@ Wiring (see FAUST-NOTES.md for why):
   changelog record goes to) the partition of the events that wrote it, as Faust's own writes would;
 - a timer (wall clock, reads only) sends an expiry marker to partition ``p`` of the marker topic when ``p`` got
   no event for ``idle_timeout_s``; the agent applies it in stream context (:meth:`Joiner.on_advance`);
-- outputs are pre-encoded bytes sent through the app's producer to an explicit partition = the source
-  partition (the broker's append time as Kafka timestamp, see ``send``), without awaiting each delivery;
+- outputs are pre-encoded bytes sent to an explicit partition = the source partition (the producer's time as
+  Kafka timestamp, see ``send``) through a confluent-kafka producer (:mod:`streams.outputs`: librdkafka does
+  the batching and socket work in its own threads), without awaiting each delivery;
 - join state goes through :class:`streams.state.WriteBackState`: at a *barrier* (every
-  ``state_flush_interval_s`` or ``state_flush_events``) the outputs sent so far are awaited, then the state
+  ``state_flush_interval_s`` or ``state_flush_events``) the outputs sent so far are flushed, then the state
   changes are written to RocksDB and the changelog, then the events are acked (the agent iterates
   ``stream.noack()``); Faust flushes the producer before it commits offsets. So outputs are durable before
   the state that says they were emitted, and that state before the source offset: a ``kill -9`` repeats
@@ -27,7 +28,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
@@ -42,6 +43,7 @@ from schemas.wire import TICK_HEADER
 from streams import enrich
 from streams.config import StreamsConfig
 from streams.join import Duplicate, Joiner, Orphan, Outcome, Paired, Tick
+from streams.outputs import Outputs
 from streams.state import WriteBackState
 
 log = logging.getLogger("inferlog.streams")
@@ -267,35 +269,30 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
     # The barrier (see streams.state): outputs sent since the last barrier (their delivery futures), the
     # events processed since then (acked only after the barrier), and a lock so the agent and the timer
     # never run a barrier in the middle of an event.
-    inflight: list[Awaitable[Any]] = []
+    outputs = Outputs(cfg)
     held: list[Any] = []
     held_since = [0.0]
     lock = asyncio.Lock()
     streams_: list[Any] = []
 
-    async def send(
-        topic: str, key: bytes | None, value: bytes, part: int, hdrs: list[tuple[str, bytes]] | None
-    ) -> None:
-        # No event-time Kafka timestamp: the broker applies retention.ms to record timestamps, so replayed
-        # (old) events would produce outputs that are deleted at once. The time is in the record/header.
-        # Not awaited here: the barrier awaits the delivery of everything before it writes state.
-        inflight.append(await app.producer.send(topic, key, value, part, None, hdrs))
+    # No event-time Kafka timestamp on outputs: the broker applies retention.ms to record timestamps, so
+    # replayed (old) events would produce outputs that are deleted at once. The time is in the record/header.
+    # Not awaited per record: the barrier awaits the delivery of everything before it writes state.
+    send = outputs.send
 
     async def barrier() -> None:
         """Outputs delivered -> state written (RocksDB + changelog) -> events acked. Caller holds ``lock``."""
-        if not held and not inflight and not state.dirty:
+        if not held and not outputs.pending and not state.dirty:
             return
         generation = state.generation
-        outs, events = inflight[:], held[:]
-        inflight.clear()
+        events = held[:]
         held.clear()
-        if outs:
-            try:
-                await asyncio.gather(*outs)
-            except Exception as exc:  # an output was not delivered: write no state, commit nothing, restart
-                log.error("output delivery failed; stopping the worker", extra={"error": repr(exc)})
-                await app.crash(exc)
-                raise
+        try:
+            await outputs.drain()
+        except Exception as exc:  # an output was not delivered: write no state, commit nothing, restart
+            log.error("output delivery failed; stopping the worker", extra={"error": repr(exc)})
+            await app.crash(exc)
+            raise
         if generation != state.generation:
             return  # partitions revoked meanwhile: their events are replayed by the next owner
         await state.write_back()
@@ -344,7 +341,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
                 side = enrich.Side(ev, msg.partition, msg.offset, enrich.event_time_us(ev, ts_us))
                 outcomes = joiner.on_event(side)
             for topic, key, value, part, _ts_us, hdrs in emitter.messages(outcomes, msg.partition):
-                await send(topic, key, value, part, hdrs)
+                send(topic, key, value, part, hdrs)
         except Exception as exc:  # per event: the agent never dies on one bad event
             attribute = exc.attribute if isinstance(exc, EventError) else None
             reason = str(exc) if isinstance(exc, EventError) else f"{type(exc).__name__}: {exc}"
@@ -352,7 +349,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
                 log.exception("event failed", extra={"partition": msg.partition, "offset": msg.offset})
             try:
                 hdrs = deadletter_headers(headers, reason, msg.topic, msg.partition, msg.offset, attribute)
-                await send(cfg.topic_deadletter, msg.key, msg.value, msg.partition, hdrs)
+                send(cfg.topic_deadletter, msg.key, msg.value, msg.partition, hdrs)
                 ns = {k: (v or b"").decode(errors="replace") for k, v in headers}
                 metrics.count("dead_lettered", ns.get("ce_namespace", ""), ns.get("ce_inferenceservicename", ""))
             except Exception:
@@ -375,7 +372,6 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
     def on_revoked(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Normally empty here: Faust waited for the held events' acks (the timer's barrier) before this.
         state.discard()
-        inflight.clear()
         held.clear()
         joiner.forget()
         last_activity.clear()
@@ -388,6 +384,10 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         for tp in (args[0] if args else kwargs.get("assigned")) or ():
             if tp.topic == cfg.topic_events:
                 last_activity.setdefault(tp.partition, now)
+
+    @app.on_before_shutdown.connect
+    def on_shutdown(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        outputs.close()
 
     @app.task
     async def metadata_tail() -> None:

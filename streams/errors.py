@@ -11,3 +11,9 @@ class StreamsError(InferlogError):
 
 class StateError(StreamsError):
     """A join-state entry in the table could not be decoded (corrupt or written by an unknown version)."""
+
+
+class OutputError(StreamsError):
+    """An output record was not delivered: the worker must not write state or commit offsets after it."""
+
+    retriable = True
