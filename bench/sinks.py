@@ -1,9 +1,13 @@
 """Throughput of the sinks next to their ceilings, measured in the same run on the local stack.
 
 - S3: the sink (consume, decode, flatten, Parquet, upload, commit) against putting the *same object bytes*
-  it wrote with a bare boto3 client, one object after another as the sink does per partition.
+  it wrote with a bare boto3 client.
 - OpenSearch: the sink (consume, decode, build documents, bulk, commit) against POSTing the same
   pre-serialized ``_bulk`` bodies with a bare urllib3 client to fresh indices with the same template.
+
+Same concurrency on both sides: the sink writes up to ``--in-flight`` batches at once (background threads,
+while its consume thread reads and decodes the next ones), and the ceiling sends its requests from as many
+threads (one request per thread at a time). The header line states the number.
 
 Sink time runs from the first record consumed to the last successful write (group join excluded).
 Prints records/s and the ratio sink/ceiling, and the CPU the sink spent: its consume thread's CPU seconds
@@ -57,9 +61,9 @@ class Run:
     process_cpu_s: float  # CPU of the whole process while the sink ran (librdkafka threads included)
 
 
-def run_sink(cfg: SinkConfig, sink: Sink, n: int) -> Run:
+def run_sink(cfg: SinkConfig, sink: Sink, n: int, in_flight: int) -> Run:
     """Run ``sink`` until it wrote ``n`` records and its group caught up."""
-    runner = SinkRunner(cfg, sink)
+    runner = SinkRunner(cfg, sink, max_in_flight=in_flight)
     stop, errors, cpu = threading.Event(), [], []
 
     def target() -> None:
@@ -116,8 +120,12 @@ def steps_s3(cfg: SinkConfig, recs: list[dict]) -> None:
     us, dec = best(lambda: [serde.decode(v) for v in values])
     rows.append(("decode (AvroSerde.decode each)", us))
     rows.append(("decode (AvroSerde.decode_many)", best(lambda: serde.decode_many(values))[0]))
+    rows.append(("record time (datetime)", best(lambda: [record_time_us(d) for d in dec])[0]))
+    raw = AvroSerde.for_topic(cfg.registry_url, cfg.topic_records, "inference_record", timestamps_as_int=True)
+    us, dec = best(lambda: raw.decode_many(values))
+    rows.append(("decode, timestamps as int (the S3 sink)", us))
     us, times = best(lambda: [record_time_us(d) for d in dec])
-    rows.append(("record time", us))
+    rows.append(("record time (int)", us))
     us, flat = best(lambda: [flatten("inference_record", d, "t", 0, i) for i, d in enumerate(dec)])
     rows.append(("old: flatten to row dicts", us))
     rows.append(("old: pa.Table.from_pylist(rows)", best(lambda: pa.Table.from_pylist(flat, schema=schema))[0]))
@@ -139,31 +147,45 @@ def steps_s3(cfg: SinkConfig, recs: list[dict]) -> None:
         print(f"    {name:<40} {us:7.1f}")
 
 
-def bench_s3(cfg: SinkConfig, n: int) -> tuple[Run, float]:
+def concurrently(fn: Callable[[Any], Any], items: list[Any], threads: int) -> float:
+    """Seconds to call ``fn`` on every item from ``threads`` threads (in order with one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.monotonic()
+    if threads <= 1:
+        for item in items:
+            fn(item)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fn, items))
+    return time.monotonic() - started
+
+
+def bench_s3(cfg: SinkConfig, n: int, in_flight: int) -> tuple[Run, float]:
     s3 = make_client(cfg)
     s3.create_bucket(Bucket=cfg.s3_bucket)
-    run = run_sink(cfg, S3Sink(cfg), n)
+    run = run_sink(cfg, S3Sink(cfg), n, in_flight)
     keys = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.s3_bucket, Prefix="bench/")
         for o in page.get("Contents", [])
     ]
     blobs = [s3.get_object(Bucket=cfg.s3_bucket, Key=k)["Body"].read() for k in keys]
-    started = time.monotonic()
-    for key, blob in zip(keys, blobs, strict=True):
-        s3.put_object(Bucket=cfg.s3_bucket, Key="ceiling/" + key, Body=blob)
-    ceiling = n / (time.monotonic() - started)
+    puts = list(zip(keys, blobs, strict=True))
+    ceiling = n / concurrently(
+        lambda kb: s3.put_object(Bucket=cfg.s3_bucket, Key="ceiling/" + kb[0], Body=kb[1]), puts, in_flight
+    )
     print(f"  s3: {len(keys)} objects, {sum(map(len, blobs)) / 1e6:.1f} MB")
     return run, ceiling
 
 
-def bench_opensearch(cfg: SinkConfig, n: int, recs: list[dict]) -> tuple[Run, float]:
+def bench_opensearch(cfg: SinkConfig, n: int, recs: list[dict], in_flight: int) -> tuple[Run, float]:
     import datetime as dt
 
-    run = run_sink(cfg, OpenSearchSink(cfg), n)
+    run = run_sink(cfg, OpenSearchSink(cfg), n, in_flight)
     # the same documents, pre-serialized into bodies of bulk_bytes, for a fresh prefix with the same template
     ceiling_cfg = dataclasses.replace(cfg, index_prefix=cfg.index_prefix + "-ceiling")
-    http = urllib3.PoolManager(retries=False)
+    http = urllib3.PoolManager(retries=False, maxsize=max(1, in_flight))
     for name, tmpl in index_templates(ceiling_cfg).items():
         http.request("PUT", f"{cfg.opensearch_url}/_index_template/{name}", body=orjson.dumps(tmpl),
                      headers={"Content-Type": "application/json"})  # fmt: skip
@@ -172,14 +194,15 @@ def bench_opensearch(cfg: SinkConfig, n: int, recs: list[dict]) -> tuple[Run, fl
         dec = dict(r, event_time=dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=r["event_time"]))
         batch.add(Item(i, None, b"", [], record=dec), None)
     bodies = [b"".join(p.lines for p in c) for c in chunks(prepare(ceiling_cfg, batch), cfg.bulk_bytes)]
-    started = time.monotonic()
-    for body in bodies:
+
+    def post(body: bytes) -> None:
         resp = http.request(
             "POST", f"{cfg.opensearch_url}/_bulk?filter_path=errors,items.*.status,items.*.error", body=body,
             headers={"Content-Type": "application/x-ndjson"},
         )  # fmt: skip
         assert resp.status == 200 and not orjson.loads(resp.data)["errors"]
-    ceiling = n / (time.monotonic() - started)
+
+    ceiling = n / concurrently(post, bodies, in_flight)
     print(f"  opensearch: {len(bodies)} bulk bodies, {sum(map(len, bodies)) / 1e6:.1f} MB")
     for prefix in (cfg.index_prefix, ceiling_cfg.index_prefix):
         http.request("DELETE", f"{cfg.opensearch_url}/{prefix}-records-*")
@@ -196,6 +219,11 @@ def main() -> int:
     ap.add_argument("--flush-records", type=int, default=5000, help="S3 objects and OpenSearch batches")
     ap.add_argument("--only", choices=("s3", "opensearch"), default=None)
     ap.add_argument("--default-gc", action="store_true", help="skip tune_gc() (CPython's default collector)")
+    ap.add_argument(
+        "--in-flight", type=int, default=None,
+        help="writes in flight in the sink and concurrent requests of the ceiling (default: the sink's own "
+        "max_in_flight; 0: the sink writes in its consume thread, the ceiling sends one request at a time)",
+    )  # fmt: skip
     ap.add_argument("--steps", type=int, default=5000, help="records for the S3 CPU step breakdown (0: skip)")
     args = ap.parse_args()
 
@@ -219,21 +247,25 @@ def main() -> int:
         tune_gc()  # as `inferlog sink …` does; also freezes the 50k produced records out of the collector's way
     rows = []
     if args.only in (None, "s3"):
-        rows.append(("s3 (parquet)", *bench_s3(dataclasses.replace(cfg, sink_group=f"bench-s3-{u}"), args.records)))
+        s3_cfg = dataclasses.replace(cfg, sink_group=f"bench-s3-{u}")
+        n = S3Sink.max_in_flight if args.in_flight is None else args.in_flight
+        rows.append(("s3 (parquet)", n, *bench_s3(s3_cfg, args.records, n)))
     if args.only in (None, "opensearch"):
         os_cfg = dataclasses.replace(cfg, sink_group=f"bench-os-{u}")
-        rows.append(("opensearch", *bench_opensearch(os_cfg, args.records, recs)))
+        n = OpenSearchSink.max_in_flight if args.in_flight is None else args.in_flight
+        rows.append(("opensearch", n, *bench_opensearch(os_cfg, args.records, recs, n)))
     if args.only in (None, "s3") and args.steps:
         steps_s3(cfg, recs[: args.steps])
-    head = f"{'sink':<14} {'sink rec/s':>12} {'ceiling rec/s':>14} {'ratio':>7}"
+    head = f"{'sink':<14} {'in flight':>9} {'sink rec/s':>12} {'ceiling rec/s':>14} {'ratio':>7}"
     print(f"\n{head} {'µs CPU/rec thread':>18} {'process':>8} {'rec/s per core':>15}")
-    for name, run, ceiling in rows:
+    for name, n, run, ceiling in rows:
         t_us, p_us = run.thread_cpu_s / run.written * 1e6, run.process_cpu_s / run.written * 1e6
         print(
-            f"{name:<14} {run.rate:>12,.0f} {ceiling:>14,.0f} {run.rate / ceiling:>7.2f} "
+            f"{name:<14} {n:>9} {run.rate:>12,.0f} {ceiling:>14,.0f} {run.rate / ceiling:>7.2f} "
             f"{t_us:>18.1f} {p_us:>8.1f} {1e6 / p_us:>15,.0f}"
         )
-    print("(rec/s per core: records per CPU-second of the whole sink process)")
+    print("(in flight: sink writes in flight = concurrent ceiling requests; µs CPU/rec thread: the consume thread")
+    print(" only, background writes are in 'process'; rec/s per core: records per CPU-second of the sink process)")
     return 0
 
 

@@ -150,21 +150,50 @@ class RegistryClient:
         return parsed
 
 
-class AvroSerde:
-    """Encode with one registered writer schema; decode any registered version into the reader schema."""
+def _without_logical_types(schema: Any) -> Any:
+    """``schema`` (parsed or not) with every ``logicalType`` removed, parsed again: values of logical types
+    then decode as their underlying type (``timestamp-micros`` as int epoch microseconds)."""
 
-    def __init__(self, registry: RegistryClient, subject: str, schema_text: str) -> None:
+    def strip(t: Any) -> Any:
+        if isinstance(t, dict):
+            return {
+                k: strip(v) for k, v in t.items() if k not in ("logicalType", "__fastavro_parsed", "__named_schemas")
+            }
+        if isinstance(t, list):
+            return [strip(v) for v in t]
+        return t
+
+    return fastavro.parse_schema(strip(schema))
+
+
+class AvroSerde:
+    """Encode with one registered writer schema; decode any registered version into the reader schema.
+
+    ``timestamps_as_int``: decode logical types as their underlying type (``timestamp-micros`` as int epoch
+    microseconds, not tz-aware datetimes), which is cheaper; encoding accepts both either way."""
+
+    def __init__(
+        self, registry: RegistryClient, subject: str, schema_text: str, *, timestamps_as_int: bool = False
+    ) -> None:
         self.registry = registry
         self.subject = subject
         self.schema_text = schema_text
         self.schema = fastavro.parse_schema(json.loads(schema_text))
         self.schema_id: int | None = None
+        self.timestamps_as_int = timestamps_as_int
         self._canon = _canonicalizer(json.loads(schema_text))
         self._readers: dict[int, tuple[Any, Any]] = {}
 
     @classmethod
-    def for_topic(cls, registry_url: str, topic: str, schema_name: str) -> AvroSerde:
-        return cls(RegistryClient(registry_url), f"{topic}-value", load_schema(schema_name))
+    def for_topic(
+        cls, registry_url: str, topic: str, schema_name: str, *, timestamps_as_int: bool = False
+    ) -> AvroSerde:
+        return cls(
+            RegistryClient(registry_url),
+            f"{topic}-value",
+            load_schema(schema_name),
+            timestamps_as_int=timestamps_as_int,
+        )
 
     def register(self) -> int:
         self.schema_id = self.registry.register(self.subject, self.schema_text)
@@ -185,7 +214,11 @@ class AvroSerde:
         pair = self._readers.get(schema_id)
         if pair is None:
             writer = self.registry.schema_by_id(schema_id)
-            pair = self._readers[schema_id] = (writer, None if writer == self.schema else self.schema)
+            reader = None if writer == self.schema else self.schema
+            if self.timestamps_as_int:
+                writer = _without_logical_types(writer)
+                reader = None if reader is None else _without_logical_types(reader)
+            pair = self._readers[schema_id] = (writer, reader)
         return pair
 
     def decode(self, data: bytes) -> dict[str, Any]:

@@ -312,7 +312,10 @@ def _utc(value: Any) -> dt.datetime:
 
 def record_time_us(rec: dict[str, Any]) -> int:
     """Record time of a decoded record: its ``event_time`` in epoch microseconds."""
-    t = _utc(rec["event_time"])
+    t = rec["event_time"]
+    if type(t) is int:  # decoded with timestamps as int
+        return t
+    t = _utc(t)
     delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 

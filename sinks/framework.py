@@ -35,7 +35,9 @@ import logging
 import threading
 import time
 from collections import Counter as Tally
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,7 @@ RECORDS_DEAD = Counter(
 LAG = Gauge("inferlog_sink_lag", "High watermark minus committed offset", ["sink", "topic", "partition"])
 PAUSED = Gauge("inferlog_sink_paused_partitions", "Partitions paused by backpressure", ["sink"])
 WRITE_SECONDS = Histogram("inferlog_sink_write_seconds", "Duration of one successful batch write", ["sink"])
+IN_FLIGHT = Gauge("inferlog_sink_writes_in_flight", "Batch writes running in the background", ["sink"])
 
 TP = tuple[str, int]
 
@@ -153,6 +156,13 @@ class Sink(abc.ABC):
     stage: str = "archived"
     #: True when object names/contents depend on where batches are cut (then never cut on shutdown/idle).
     deterministic_cuts: bool = True
+    #: Batch writes that may run at once, in background threads, while the consume thread reads, decodes and
+    #: cuts the next batches (``0``: write in the consume thread). ``write`` must then be thread-safe.
+    #: Offsets are still committed per partition strictly in order, each only after every write before it
+    #: succeeded (see :class:`SinkRunner`).
+    max_in_flight: int = 2
+    #: Decode ``timestamp-micros`` fields as int epoch microseconds instead of datetimes (less CPU per record).
+    raw_timestamps: bool = False
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Create clients and check the destination is reachable; raise a typed error if not."""
@@ -186,19 +196,47 @@ class _Pending:
     due: float
 
 
+@dataclass
+class _Write:
+    """A batch being written in the background: the future gives ``(rejected, finished_at)``."""
+
+    batch: Batch
+    future: Future[tuple[list[Rejected], float]]
+
+
 class SinkRunner:
     """Runs one :class:`Sink` over the configured topics until ``stop`` is set.
 
     :param cfg: the sink settings.
     :param sink: the destination.
     :param consumer_overrides: extra librdkafka consumer settings (tests use short session timeouts).
+    :param max_in_flight: overrides ``sink.max_in_flight``.
+
+    **Writes in flight.** A closed batch is written by a background thread, at most ``max_in_flight`` at once;
+    when all are busy the consume thread waits for the oldest (backpressure). The consume thread takes the
+    results per partition in the order the batches were cut: a successful write is committed only once every
+    batch cut before it on that partition was written and committed. When a write fails (retriable), that
+    batch is kept for retries with the partition paused, the batches of the partition cut after it are
+    forgotten (their writes may still finish: writes are idempotent) and the partition is rewound to the
+    offset after the failed batch, so they are read, cut and written again once it succeeded.
     """
 
     INLINE_RETRY = Backoff(base_s=0.2, cap_s=1.0, attempts=3)
 
-    def __init__(self, cfg: SinkConfig, sink: Sink, *, consumer_overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SinkConfig,
+        sink: Sink,
+        *,
+        consumer_overrides: dict[str, Any] | None = None,
+        max_in_flight: int | None = None,
+    ) -> None:
         self.cfg = cfg
         self.sink = sink
+        self.max_in_flight = sink.max_in_flight if max_in_flight is None else max_in_flight
+        self._in_flight: dict[TP, deque[_Write]] = {}
+        self._running: set[Future[Any]] = set()  # every background write not finished, forgotten ones too
+        self._pool: ThreadPoolExecutor | None = None
         self.stats = SinkStats()
         self.group = cfg.group_for(sink.kind)
         self._consumer_overrides = dict(consumer_overrides or {})
@@ -227,7 +265,10 @@ class SinkRunner:
         """Consume, batch and write until ``stop`` is set; then finish as described in the module doc."""
         self.sink.setup()
         self._serdes = {
-            t: AvroSerde.for_topic(self.cfg.registry_url, t, self.cfg.schema_for(t)) for t in self.cfg.topics()
+            t: AvroSerde.for_topic(
+                self.cfg.registry_url, t, self.cfg.schema_for(t), timestamps_as_int=self.sink.raw_timestamps
+            )
+            for t in self.cfg.topics()
         }
         conf = consumer_config(self.cfg, self.group, **{"enable.partition.eof": False})
         if self.cfg.sink_instance_id:
@@ -243,8 +284,10 @@ class SinkRunner:
         try:
             while not stop.is_set():
                 self.last_loop = time.monotonic()
+                self._reap()
                 self._retry_due()
-                msgs = self._consumer.consume(num_messages=1000, timeout=0.2)
+                # with writes in flight, come back soon to commit what they finished
+                msgs = self._consumer.consume(num_messages=1000, timeout=0.05 if self._running else 0.2)
                 good: list[Message] = []
                 for msg in msgs:
                     err = msg.error()
@@ -268,6 +311,8 @@ class SinkRunner:
                 self._update_lag()
             self._shutdown()
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             self._consumer.close()
             if self._producer is not None:
                 self._producer.flush(10)
@@ -278,6 +323,7 @@ class SinkRunner:
         if not self.sink.deterministic_cuts:
             for tp in list(self._open):
                 self._close(tp)
+        self._drain()
         for tp, pending in list(self._pending.items()):  # a last try for what was already cut
             self._attempt(tp, pending.batch, pending.attempt, final=True)
         self._commit_ticks()
@@ -381,48 +427,112 @@ class SinkRunner:
 
     def _close(self, tp: TP) -> None:
         batch = self._open.pop(tp)
-        self._attempt(tp, batch, 0, inline=True)
+        if self.max_in_flight <= 0 or not batch.records:
+            self._attempt(tp, batch, 0, inline=True)
+            return
+        while len(self._running) >= self.max_in_flight:  # backpressure: wait for a slot
+            wait(set(self._running), return_when=FIRST_COMPLETED)
+            self._reap()
+            if tp in self._pending:  # an earlier batch of this partition failed meanwhile: this one is re-read
+                return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix=f"sink-{self.sink.kind}-write")
+        future = self._pool.submit(self._write, batch, self.INLINE_RETRY)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        self._in_flight.setdefault(tp, deque()).append(_Write(batch, future))
+        IN_FLIGHT.labels(self.sink.kind).set(len(self._running))
+
+    def _write(self, batch: Batch, policy: Backoff) -> tuple[list[Rejected], float]:
+        """Write ``batch`` (with short retries); returns what the store rejected and when the write ended."""
+        started = time.monotonic()
+        rejected = retry_sync(lambda: self.sink.write(batch), policy, what=f"{self.sink.kind} write")
+        finished = time.monotonic()
+        WRITE_SECONDS.labels(self.sink.kind).observe(finished - started)
+        return rejected, finished
+
+    def _reap(self) -> None:
+        """Take the results of finished background writes, per partition in cut order: commit each success
+        whose predecessors all succeeded; on a failure keep that batch pending (paused) and forget the rest."""
+        for tp, q in self._in_flight.items():  # a permanent failure stops the sink at once, wherever it is
+            for w in q:
+                if w.future.done():
+                    self._raise_permanent(tp, w.future.exception())
+        for tp in list(self._in_flight):
+            queue = self._in_flight.get(tp)
+            while queue and queue[0].future.done():
+                w = queue.popleft()
+                exc = w.future.exception()
+                if exc is None:
+                    rejected, finished = w.future.result()
+                    self._finish(tp, w.batch, rejected, finished)
+                    continue
+                self._raise_permanent(tp, exc)
+                self._failed(tp, w.batch, 0, exc)
+                # the batches cut after it (in flight or open) are forgotten: read again after the failed one
+                queue.clear()
+                self._open.pop(tp, None)
+                assert self._consumer is not None
+                self._consumer.seek(TopicPartition(tp[0], tp[1], w.batch.end_offset + 1))
+                self._rewound.add(tp)
+            if not queue:
+                self._in_flight.pop(tp, None)
+        IN_FLIGHT.labels(self.sink.kind).set(len(self._running))
+
+    def _raise_permanent(self, tp: TP, exc: BaseException | None) -> None:
+        if exc is None or (isinstance(exc, Exception) and is_retriable(exc)):
+            return
+        if not isinstance(exc, Exception):
+            raise exc  # as if raised in this thread (KeyboardInterrupt, a test's simulated crash)
+        raise WriteError(f"{self.sink.kind}: permanent write failure for {tp}: {exc}") from exc
+
+    def _drain(self) -> None:
+        """Wait for every background write and take the results."""
+        while self._in_flight:
+            live = [w.future for q in self._in_flight.values() for w in q]
+            if live:
+                wait(live)
+            self._reap()
 
     def _attempt(self, tp: TP, batch: Batch, attempt: int, *, inline: bool = False, final: bool = False) -> bool:
-        """Write ``batch``; on success dead-letter, commit and resume; on a retriable failure keep it
-        pending with the partition paused. Returns True on success."""
-        started = time.monotonic()
+        """Write ``batch`` in this thread; on success dead-letter, commit and resume; on a retriable failure
+        keep it pending with the partition paused. Returns True on success."""
         try:
             if batch.records:
-                policy = self.INLINE_RETRY if inline else Backoff(attempts=1)
-                rejected = retry_sync(lambda: self.sink.write(batch), policy, what=f"{self.sink.kind} write")
+                rejected, finished = self._write(batch, self.INLINE_RETRY if inline else Backoff(attempts=1))
             else:
-                rejected = []
+                rejected, finished = [], time.monotonic()
         except Exception as exc:
             if not is_retriable(exc):
                 raise WriteError(f"{self.sink.kind}: permanent write failure for {tp}: {exc}") from exc
-            self.stats.retried += len(batch.records)
-            RECORDS_RETRIED.labels(self.sink.kind).inc(len(batch.records))
             if final:
+                self._count_retried(batch)
                 return False
-            delay = self._backoff.delay(attempt)
-            log.warning(
-                "write failed, partition paused",
-                extra={"sink": self.sink.kind, "topic": tp[0], "partition": tp[1], "retry_in_s": round(delay, 2),
-                       "attempt": attempt + 1, "error": str(exc)},
-            )  # fmt: skip
-            if tp not in self._pending:
-                assert self._consumer is not None
-                self._consumer.pause([TopicPartition(*tp)])
-                self.stats.pauses += 1
-            self._pending[tp] = _Pending(batch, attempt + 1, time.monotonic() + delay)
-            PAUSED.labels(self.sink.kind).set(len(self._pending))
+            self._failed(tp, batch, attempt, exc)
             return False
-        WRITE_SECONDS.labels(self.sink.kind).observe(time.monotonic() - started)
-        self._finish(tp, batch, rejected)
-        if self._pending.pop(tp, None) is not None:
-            assert self._consumer is not None
-            self._rewound.discard(tp)
-            if tp in self._assigned:
-                self._consumer.resume([TopicPartition(*tp)])
-            PAUSED.labels(self.sink.kind).set(len(self._pending))
-            log.info("write succeeded, partition resumed", extra={"sink": self.sink.kind, "partition": tp[1]})
+        self._finish(tp, batch, rejected, finished)
         return True
+
+    def _count_retried(self, batch: Batch) -> None:
+        n = len(batch.records)
+        self.stats.retried += n
+        RECORDS_RETRIED.labels(self.sink.kind).inc(n)
+
+    def _failed(self, tp: TP, batch: Batch, attempt: int, exc: BaseException) -> None:
+        """A retriable write failure: keep ``batch`` pending with the partition paused, retry with backoff."""
+        self._count_retried(batch)
+        delay = self._backoff.delay(attempt)
+        log.warning(
+            "write failed, partition paused",
+            extra={"sink": self.sink.kind, "topic": tp[0], "partition": tp[1], "retry_in_s": round(delay, 2),
+                   "attempt": attempt + 1, "error": str(exc)},
+        )  # fmt: skip
+        if tp not in self._pending:
+            assert self._consumer is not None
+            self._consumer.pause([TopicPartition(*tp)])
+            self.stats.pauses += 1
+        self._pending[tp] = _Pending(batch, attempt + 1, time.monotonic() + delay)
+        PAUSED.labels(self.sink.kind).set(len(self._pending))
 
     def _retry_due(self) -> None:
         now = time.monotonic()
@@ -430,7 +540,7 @@ class SinkRunner:
             if pending.due <= now:
                 self._attempt(tp, pending.batch, pending.attempt)
 
-    def _finish(self, tp: TP, batch: Batch, rejected: list[Rejected]) -> None:
+    def _finish(self, tp: TP, batch: Batch, rejected: list[Rejected], finished: float) -> None:
         dead = [Rejected(i, str(i.error), i.error.kind) for i in batch.items if i.error is not None]
         dead.extend(rejected)
         if dead:
@@ -445,9 +555,16 @@ class SinkRunner:
             metrics.count(self.sink.stage, ns, isvc, n)
         self.stats.written += len(written)
         self.stats.batches += 1
-        self.stats.last_write_at = time.monotonic()
+        self.stats.last_write_at = max(self.stats.last_write_at, finished)
         RECORDS_WRITTEN.labels(self.sink.kind, batch.topic).inc(len(written))
         self._commit(tp, batch.end_offset + 1)
+        if self._pending.pop(tp, None) is not None:
+            assert self._consumer is not None
+            self._rewound.discard(tp)
+            if tp in self._assigned:
+                self._consumer.resume([TopicPartition(*tp)])
+            PAUSED.labels(self.sink.kind).set(len(self._pending))
+            log.info("write succeeded, partition resumed", extra={"sink": self.sink.kind, "partition": tp[1]})
 
     def _dead_letter(self, batch: Batch, dead: list[Rejected]) -> None:
         assert self._producer is not None
@@ -498,6 +615,8 @@ class SinkRunner:
 
     def _commit_ticks(self) -> None:
         for tp, offset in list(self._commit_due.items()):
+            if tp in self._in_flight:
+                continue  # committed once the writes before it are
             del self._commit_due[tp]
             if tp not in self._open and tp not in self._pending and self._committed.get(tp, -1) < offset:
                 self._commit(tp, offset)
@@ -530,6 +649,7 @@ class SinkRunner:
             tp = (p.topic, p.partition)
             self._assigned.discard(tp)
             self._open.pop(tp, None)  # uncommitted: the next owner reads it again and cuts it the same way
+            self._in_flight.pop(tp, None)  # writes still running are forgotten, their batches read again
             self._pending.pop(tp, None)
             self._rewound.discard(tp)
             self._commit_due.pop(tp, None)

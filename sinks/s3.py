@@ -137,6 +137,9 @@ class S3Sink(Sink):
         self.cfg = cfg
         self.client = client
         self._pool: ThreadPoolExecutor | None = None
+        # Parquet and Avro store timestamps as int microseconds: no need for datetimes in between (JSON Lines
+        # writes ISO strings, made from datetimes).
+        self.raw_timestamps = cfg.s3_format != "jsonl"
 
     def setup(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

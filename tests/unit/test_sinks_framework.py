@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,9 +139,11 @@ def tick(offset: int, t_s: float, partition: int = 0) -> Msg:
 
 
 def feed(r: SinkRunner, msgs: list[Msg]) -> None:
-    """As the consume loop does with one ``consume()`` result: decode in bulk, then handle each message."""
+    """As the consume loop does with one ``consume()`` result: decode in bulk, then handle each message; then
+    wait for the writes in flight and take their results."""
     for m, headers, decoded in r._predecode(msgs):  # type: ignore[arg-type]
         r._handle(m, headers, decoded)
+    r._drain()
 
 
 def test_cut_by_count_commits_after_each_write() -> None:
@@ -283,3 +286,147 @@ def test_a_record_the_registry_could_not_decode_in_bulk_is_decoded_again_not_dea
     serde.flaky = {rec(1).value() or b""}
     feed(r, [rec(0), rec(1), rec(2)])
     assert r.sink.batches == [[0, 1, 2]] and p.sent == [] and c.commits == [(0, 3)]  # type: ignore[attr-defined]
+
+
+class GatedSink(ListSink):
+    """Writes in background threads wait until the test releases their batch (by first offset); a batch
+    whose first offset is in ``fail_once`` fails (retriable) the first time."""
+
+    max_in_flight = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[int, threading.Event] = {}
+        self.fail_once: set[int] = set()
+        self.lock = threading.Lock()
+
+    def gate(self, first: int) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(first, threading.Event())
+
+    def write(self, batch: Batch) -> list[Rejected]:
+        first = batch.items[0].offset
+        assert self.gate(first).wait(10), f"batch {first} never released"
+        with self.lock:
+            if self.fail:
+                raise self.fail.pop(0)
+            if first in self.fail_once:
+                self.fail_once.discard(first)
+                raise WriteError("503", retriable=True)
+            self.batches.append([i.offset for i in batch.records])
+        return []
+
+
+def handle(r: SinkRunner, msgs: list[Msg]) -> None:
+    """Like :func:`feed` without waiting for the writes in flight."""
+    for m, headers, decoded in r._predecode(msgs):  # type: ignore[arg-type]
+        r._handle(m, headers, decoded)
+
+
+def settle(r: SinkRunner, *firsts: int) -> None:
+    """Wait until the writes of the batches starting at ``firsts`` have ended, then take the results."""
+    sink = r.sink
+    assert isinstance(sink, GatedSink)
+    for w in [w for q in r._in_flight.values() for w in q if w.batch.items[0].offset in firsts]:
+        w.future.exception(timeout=10)
+    r._reap()
+
+
+def test_writes_in_flight_overlap_and_commits_stay_in_order() -> None:
+    sink = GatedSink()
+    r, c, _ = runner(sink)
+    handle(r, [rec(i) for i in range(9)])  # three batches, all written at once
+    assert [w.batch.items[0].offset for w in r._in_flight[(TOPIC, 0)]] == [0, 3, 6]
+    sink.gate(6).set()
+    settle(r, 6)
+    sink.gate(3).set()
+    settle(r, 3)
+    assert sink.batches == [[6, 7, 8], [3, 4, 5]]  # written out of order ...
+    assert c.commits == []  # ... but nothing committed while the first batch is in flight
+    handle(r, [tick(9, 0.5)])
+    r._commit_ticks()
+    assert c.commits == []  # a tick does not jump the writes in flight either
+    sink.gate(0).set()
+    settle(r, 0)
+    assert c.commits == [(0, 3), (0, 6), (0, 9)]  # in order, once the first succeeded
+    r._commit_ticks()
+    assert c.commits[-1] == (0, 10)
+    assert r.stats.written == 9
+
+
+def test_a_failed_write_holds_back_later_successes_and_nothing_is_lost() -> None:
+    sink = GatedSink()
+    sink.fail_once = {0}
+    r, c, _ = runner(sink)
+    msgs = [rec(i) for i in range(8)]
+    handle(r, msgs)  # batches 0-2 and 3-5 in flight, 6-7 open
+    sink.gate(3).set()
+    settle(r, 3)
+    assert sink.batches == [[3, 4, 5]] and c.commits == []
+    sink.gate(0).set()
+    settle(r, 0)  # the first batch failed: paused, rewound to after it, later batches forgotten
+    assert c.paused == {0} and c.commits == [] and c.seeks == [(0, 3)]
+    assert (TOPIC, 0) not in r._open and (TOPIC, 0) not in r._in_flight
+    handle(r, msgs[3:])  # still in this consume() result: ignored, Kafka hands them again
+    assert (TOPIC, 0) not in r._open and c.seeks == [(0, 3)]
+    r._pending[(TOPIC, 0)].due = 0
+    r._retry_due()  # the retry succeeds: committed, resumed
+    assert c.commits == [(0, 3)] and c.paused == set()
+    handle(r, msgs[3:])  # read again after the seek: written again (idempotent) and committed in order
+    r._drain()
+    assert c.commits == [(0, 3), (0, 6)] and r._open[(TOPIC, 0)].size == 2
+    written = sorted({o for b in sink.batches for o in b})
+    assert written == list(range(6))  # every record up to the last commit was written
+    assert sink.batches.count([3, 4, 5]) == 2
+
+
+def test_a_partition_whose_writes_are_all_busy_waits_for_a_slot() -> None:
+    sink = GatedSink()
+    sink.max_in_flight = 1
+    r, c, _ = runner(sink)
+    handle(r, [rec(i) for i in range(3)])
+    assert len(r._running) == 1
+    releaser = threading.Timer(0.05, sink.gate(0).set)  # released from another thread while handle() waits
+    releaser.start()
+    try:
+        handle(r, [rec(i) for i in range(3, 6)])  # the second cut waits for the first write to end
+    finally:
+        releaser.join()
+    assert c.commits == [(0, 3)]  # taken while waiting for the slot
+    sink.gate(3).set()
+    r._drain()
+    assert c.commits == [(0, 3), (0, 6)]
+
+
+def test_revoked_partition_forgets_its_writes_in_flight() -> None:
+    from confluent_kafka import TopicPartition
+
+    sink = GatedSink()
+    r, c, _ = runner(sink)
+    handle(r, [rec(i) for i in range(3)])
+    r._on_revoke(None, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    sink.gate(0).set()
+    r._drain()
+    assert c.commits == [] and not r._in_flight
+
+
+def test_max_in_flight_zero_writes_in_the_consume_thread() -> None:
+    sink = ListSink()
+    sink.max_in_flight = 0
+    r, c, _ = runner(sink)
+    handle(r, [rec(i) for i in range(4)])
+    assert sink.batches == [[0, 1, 2]] and c.commits == [(0, 3)] and r._pool is None
+
+
+def test_a_permanent_failure_of_a_later_write_stops_the_sink_at_once() -> None:
+    sink = GatedSink()
+    r, c, _ = runner(sink)
+    handle(r, [rec(i) for i in range(6)])
+    sink.fail = [WriteError("403 access denied", retriable=False)]
+    sink.gate(3).set()
+    w = r._in_flight[(TOPIC, 0)][1]
+    assert isinstance(w.future.exception(timeout=10), WriteError)
+    with pytest.raises(WriteError, match="permanent"):
+        r._reap()  # the first batch is still in flight
+    sink.gate(0).set()
+    assert c.commits == []
