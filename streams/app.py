@@ -37,6 +37,7 @@ from prometheus_client import Counter, Gauge
 
 from inferlog import metrics
 from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, EventError, from_kafka
+from inferlog.kafka import aiokafka_security
 from inferlog.retry import Backoff, retry_sync
 from schemas import AvroSerde
 from schemas.wire import TICK_HEADER
@@ -121,7 +122,12 @@ class MetadataTable:
         """Follow the topic for changes while the worker runs."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.cfg.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            **aiokafka_security(self.cfg),
+        )
         await consumer.start()
         try:
             parts = [TopicPartition(self.cfg.topic_metadata, p) for p in self.positions]
@@ -221,12 +227,29 @@ def deadletter_headers(
     return out
 
 
+def faust_credentials(cfg: StreamsConfig) -> Any:
+    """Faust's ``broker_credentials`` for the security settings in ``kafka_options`` (``None``: plaintext)."""
+    sec = aiokafka_security(cfg)
+    protocol = sec["security_protocol"]
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(sec["ssl_context"])
+    return faust.SASLCredentials(
+        username=sec["sasl_plain_username"],
+        password=sec["sasl_plain_password"],
+        mechanism=sec["sasl_mechanism"],
+        ssl_context=sec.get("ssl_context"),
+    )
+
+
 def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSerde, meta: MetadataTable) -> faust.App:
     """The Faust app with its agent, table, timer and tasks."""
     brokers = [f"kafka://{h.strip()}" for h in cfg.kafka_bootstrap.split(",") if h.strip()]
     app = faust.App(
         cfg.app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(cfg),
         store="rocksdb://",
         datadir=cfg.store_dir,
         topic_partitions=cfg.partitions,

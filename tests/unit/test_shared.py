@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import ssl
 from dataclasses import dataclass
 
 import pytest
@@ -185,3 +186,27 @@ def test_kafka_options_override_inferlog_defaults_but_not_the_callers() -> None:
     assert prod["compression.type"] == "none" and prod["security.protocol"] == "SSL"
     assert prod["linger.ms"] == 0 and prod["partitioner"] == "murmur2_random"
     assert consumer_config(cfg, "g")["security.protocol"] == "SSL"
+
+
+def test_aiokafka_security_follows_kafka_options() -> None:
+    from inferlog.kafka import aiokafka_security
+
+    def sec(options: str) -> dict[str, object]:
+        return aiokafka_security(config.load(CommonConfig, overrides={"kafka_options": options}))
+
+    assert sec("") == {"security_protocol": "PLAINTEXT"}
+    sasl = sec("security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=u,sasl.password=p")
+    assert sasl["security_protocol"] == "SASL_SSL" and sasl["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (sasl["sasl_plain_username"], sasl["sasl_plain_password"]) == ("u", "p")
+    assert isinstance(sasl["ssl_context"], ssl.SSLContext)
+    assert "ssl_context" not in sec("security.protocol=SASL_PLAINTEXT,sasl.username=u,sasl.password=p")
+    insecure = sec("security.protocol=SSL,enable.ssl.certificate.verification=false")["ssl_context"]
+    assert isinstance(insecure, ssl.SSLContext) and insecure.verify_mode == ssl.CERT_NONE
+    for bad, words in [
+        ("security.protocol=SASL_SSL,sasl.mechanism=OAUTHBEARER,sasl.username=u,sasl.password=p", "OAUTHBEARER"),
+        ("security.protocol=SASL_SSL", "sasl.username"),
+        ("security.protocol=SSL,ssl.ca.location=/nonexistent/ca.pem", "TLS files"),
+        ("security.protocol=KERBEROS", "not supported"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            sec(bad)

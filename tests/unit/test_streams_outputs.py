@@ -26,3 +26,19 @@ async def test_drain_without_outputs_returns_at_once() -> None:
     cfg = config.load(StreamsConfig, overrides={"kafka_bootstrap": "127.0.0.1:1"})
     out = Outputs(cfg, delivery_timeout_s=1.0)
     await out.drain()  # nothing sent: no flush, no error
+
+
+def test_faust_gets_the_clusters_credentials() -> None:
+    import faust
+
+    from streams.app import faust_credentials
+
+    plain = config.load(StreamsConfig)
+    assert faust_credentials(plain) is None
+    sasl = config.load(
+        StreamsConfig,
+        overrides={"kafka_options": "security.protocol=SASL_SSL,sasl.mechanism=PLAIN,sasl.username=u,sasl.password=p"},
+    )
+    creds = faust_credentials(sasl)
+    assert isinstance(creds, faust.SASLCredentials)
+    assert (creds.username, creds.password, creds.protocol.value) == ("u", "p", "SASL_SSL")
