@@ -121,26 +121,6 @@ def _body(raw: bytes | None) -> tuple[str | None, str | None]:
         return base64.b64encode(raw).decode("ascii"), "base64"
 
 
-def _payload(side: str, p: dict[str, Any] | None) -> dict[str, Any]:
-    if p is None:
-        return {f.name: None for f in _payload_fields(side)}
-    body, encoding = _body(p.get("body"))
-    return {
-        f"{side}_ce_type": p.get("ce_type"),
-        f"{side}_time": p.get("time"),
-        f"{side}_recorded_time": p.get("recorded_time"),
-        f"{side}_content_type": p.get("content_type"),
-        f"{side}_size": p.get("size"),
-        f"{side}_body": body,
-        f"{side}_body_encoding": encoding,
-        f"{side}_dataref": p.get("dataref"),
-        f"{side}_sha256": p.get("sha256"),
-        f"{side}_extensions": dict(p.get("extensions") or {}),
-        f"{side}_source_partition": p.get("partition"),
-        f"{side}_source_offset": p.get("offset"),
-    }
-
-
 _RECORD_TOP = (
     "join_key",
     "ce_id",
@@ -186,15 +166,26 @@ _FAILURE_TOP = (
 )
 
 
-def _record_columns(recs: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    cols: dict[str, list[Any]] = {name: [r.get(name) for r in recs] for name in _RECORD_TOP}
+def _bodies(raw: list[bytes | None]) -> tuple[Any, Any]:
+    """``*_body`` and ``*_body_encoding`` columns: validated and cast to UTF-8 strings by Arrow in one go;
+    record by record (base64 for non-UTF-8) only when some body is not UTF-8."""
+    arr = pa.array(raw, type=pa.binary())
+    try:
+        text = arr.cast(pa.string())
+    except pa.ArrowInvalid:
+        pairs = [_body(b) for b in raw]
+        return [b[0] for b in pairs], [b[1] for b in pairs]
+    return text, [None if b is None else "utf8" for b in raw]
+
+
+def _record_columns(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    cols: dict[str, Any] = {name: [r.get(name) for r in recs] for name in _RECORD_TOP}
     for side in ("request", "response"):
         ps: list[dict[str, Any] | None] = [r.get(side) for r in recs]
         for col, key in _PAYLOAD_PLAIN:
             cols[f"{side}_{col}"] = [None if p is None else p.get(key) for p in ps]
-        bodies = [_body(None if p is None else p.get("body")) for p in ps]
-        cols[f"{side}_body"] = [b[0] for b in bodies]
-        cols[f"{side}_body_encoding"] = [b[1] for b in bodies]
+        raw = [None if p is None else p.get("body") for p in ps]
+        cols[f"{side}_body"], cols[f"{side}_body_encoding"] = _bodies(raw)
         cols[f"{side}_extensions"] = [None if p is None else (p.get("extensions") or {}) for p in ps]
     for name in ("metadata", "annotations", "model_metadata"):
         cols[name] = [r.get(name) or {} for r in recs]
@@ -219,7 +210,11 @@ def to_table(schema_name: str, recs: list[dict[str, Any]], topic: str, partition
     schema = arrow_schema(schema_name)
     cols = _failure_columns(recs) if schema_name == "failure_signal" else _record_columns(recs)
     n = len(recs)
-    arrays = [pa.array(cols[f.name], type=f.type) for f in schema if not f.name.startswith("kafka_")]
+    arrays = [
+        c if isinstance(c := cols[f.name], pa.Array) else pa.array(c, type=f.type)
+        for f in schema
+        if not f.name.startswith("kafka_")
+    ]
     arrays.append(pa.array([topic] * n, type=pa.string()))
     arrays.append(pa.array([partition] * n, type=pa.int32()))
     arrays.append(pa.array(offsets, type=pa.int64()))
@@ -230,36 +225,48 @@ def _kafka(topic: str, partition: int, offset: int) -> dict[str, Any]:
     return {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset}
 
 
+_PAYLOAD_KEYS = {side: tuple(f.name for f in _payload_fields(side)) for side in ("request", "response")}
+_NO_PAYLOAD = {side: dict.fromkeys(keys) for side, keys in _PAYLOAD_KEYS.items()}
+
+
+def _payload_into(row: dict[str, Any], side: str, p: dict[str, Any] | None) -> None:
+    """Add the columns of one payload to ``row`` (in schema order)."""
+    if p is None:
+        row.update(_NO_PAYLOAD[side])
+        return
+    get = p.get
+    body, encoding = _body(get("body"))
+    k = _PAYLOAD_KEYS[side]
+    row[k[0]] = get("ce_type")
+    row[k[1]] = get("time")
+    row[k[2]] = get("recorded_time")
+    row[k[3]] = get("content_type")
+    row[k[4]] = get("size")
+    row[k[5]] = body
+    row[k[6]] = encoding
+    row[k[7]] = get("dataref")
+    row[k[8]] = get("sha256")
+    row[k[9]] = dict(get("extensions") or {})
+    row[k[10]] = get("partition")
+    row[k[11]] = get("offset")
+
+
 def flatten_record(rec: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
     """One decoded ``InferenceRecord`` → one row of :data:`RECORD_SCHEMA` (keys in schema order)."""
-    row: dict[str, Any] = {
-        name: rec.get(name)
-        for name in (
-            "join_key",
-            "ce_id",
-            "ce_source",
-            "namespace",
-            "isvc",
-            "component",
-            "endpoint",
-            "status",
-            "protocol",
-            "model_name",
-            "model_version",
-            "event_time",
-            "latency_ms",
-            "instance_count",
-        )
-    }
-    row.update(_payload("request", rec.get("request")))
-    row.update(_payload("response", rec.get("response")))
-    row["metadata"] = {k: list(v) for k, v in (rec.get("metadata") or {}).items()}
-    row["annotations"] = dict(rec.get("annotations") or {})
-    for name in ("trace_id", "span_id", "request_id"):
-        row[name] = rec.get(name)
-    row["model_metadata"] = dict(rec.get("model_metadata") or {})
-    row["error"] = rec.get("error")
-    row.update(_kafka(topic, partition, offset))
+    get = rec.get
+    row: dict[str, Any] = {name: get(name) for name in _RECORD_TOP}
+    _payload_into(row, "request", get("request"))
+    _payload_into(row, "response", get("response"))
+    row["metadata"] = {k: list(v) for k, v in (get("metadata") or {}).items()}
+    row["annotations"] = dict(get("annotations") or {})
+    row["trace_id"] = get("trace_id")
+    row["span_id"] = get("span_id")
+    row["request_id"] = get("request_id")
+    row["model_metadata"] = dict(get("model_metadata") or {})
+    row["error"] = get("error")
+    row["kafka_topic"] = topic
+    row["kafka_partition"] = partition
+    row["kafka_offset"] = offset
     return row
 
 

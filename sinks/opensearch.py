@@ -26,6 +26,7 @@ import base64
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -146,6 +147,21 @@ def index_name(cfg: SinkConfig, schema_name: str, rec: dict[str, Any]) -> str:
     return f"{cfg.index_prefix}-{_dataset(schema_name)}-{_index_segment(rec.get('namespace') or '')}-{day}"
 
 
+_DAY_US = 86_400 * 1_000_000
+
+
+@lru_cache(maxsize=4096)
+def _index_for_day(prefix: str, schema_name: str, namespace: str, day: int) -> str:
+    t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=day)
+    return f"{prefix}-{_dataset(schema_name)}-{_index_segment(namespace)}-{t:%Y.%m.%d}"
+
+
+def index_name_at(cfg: SinkConfig, schema_name: str, rec: dict[str, Any], t_us: int) -> str:
+    """:func:`index_name` of ``rec`` when its record time is already known as ``t_us`` (cached per namespace
+    and day)."""
+    return _index_for_day(cfg.index_prefix, schema_name, rec.get("namespace") or "", t_us // _DAY_US)
+
+
 def _doc_id(schema_name: str, rec: dict[str, Any]) -> str:
     if schema_name == "failure_signal":
         return f"{rec['join_key']}#{rec.get('kind') or ''}"
@@ -187,7 +203,12 @@ def prepare(cfg: SinkConfig, batch: Batch) -> list[Prepared]:
         doc["@timestamp"] = doc["event_time"]
         doc["doc_type"] = "failure" if batch.schema_name == "failure_signal" else "record"
         _truncate(doc, cfg.index_body_max_bytes)
-        action = {"index": {"_index": index_name(cfg, batch.schema_name, rec), "_id": _doc_id(batch.schema_name, rec)}}
+        index = (
+            index_name(cfg, batch.schema_name, rec)
+            if item.time_us is None
+            else index_name_at(cfg, batch.schema_name, rec, item.time_us)
+        )
+        action = {"index": {"_index": index, "_id": _doc_id(batch.schema_name, rec)}}
         lines = orjson.dumps(action) + b"\n" + orjson.dumps(doc, default=_json_default) + b"\n"
         out.append(Prepared(item, lines))
     return out

@@ -80,9 +80,19 @@ def test_parquet_objects_are_split_by_hive_partition_and_named_by_first_offset()
     assert [o.data for o in again] == [o.data for o in objects]  # deterministic bytes
 
 
-@pytest.mark.parametrize("schema", ["inference_record", "failure_signal"])
-def test_column_wise_table_equals_the_table_of_flattened_rows(schema: str) -> None:
-    """to_table (the Parquet path) must give exactly what from_pylist over flatten() rows gave: same bytes."""
+@pytest.mark.parametrize(
+    ("schema", "utf8_only", "int_times"),
+    [
+        ("inference_record", False, False),
+        ("inference_record", True, False),
+        ("inference_record", False, True),
+        ("failure_signal", False, False),
+        ("failure_signal", False, True),
+    ],
+)
+def test_column_wise_table_equals_the_table_of_flattened_rows(schema: str, utf8_only: bool, int_times: bool) -> None:
+    """to_table (the Parquet path) must give exactly what from_pylist over flatten() rows gave: same bytes;
+    also with all bodies UTF-8 (cast by Arrow in one go) and from records decoded with timestamps as int."""
     import pyarrow as pa
 
     if schema == "failure_signal":
@@ -97,10 +107,12 @@ def test_column_wise_table_equals_the_table_of_flattened_rows(schema: str) -> No
             decoded(make_record(3, request=None, metadata={}, annotations={}, model_metadata={}, error="boom")),
             decoded(make_record(4, request={**base["request"], "body": None, "dataref": "s3://b/k", "sha256": "ab"})),
         ]
+        if utf8_only:
+            del recs[1]
     offsets = [10 + i for i in range(len(recs))]
     rows = [flatten(schema, r, "recs", 3, o) for r, o in zip(recs, offsets, strict=True)]
     expected = pa.Table.from_pylist(rows, schema=arrow_schema(schema))
-    table = to_table(schema, recs, "recs", 3, offsets)
+    table = to_table(schema, [as_int_times(r) for r in recs] if int_times else recs, "recs", 3, offsets)
     assert table.schema.equals(expected.schema, check_metadata=True)
     assert table.equals(expected)
 
@@ -110,6 +122,18 @@ def test_column_wise_table_equals_the_table_of_flattened_rows(schema: str) -> No
         return buf.getvalue()
 
     assert parquet(table) == parquet(expected)
+
+
+def as_int_times(value: Any) -> Any:
+    """``value`` with every datetime as int epoch microseconds (as decoded with ``timestamps_as_int``)."""
+    import datetime as dt
+
+    if isinstance(value, dict):
+        return {k: as_int_times(v) for k, v in value.items()}
+    if isinstance(value, dt.datetime):
+        delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return value
 
 
 def test_cached_hive_path_equals_hive_path() -> None:
@@ -282,3 +306,23 @@ def test_items_that_keep_failing_make_the_write_retriable() -> None:
     with pytest.raises(WriteError) as exc:
         sink.write(batch_of([make_record(0)]))
     assert exc.value.retriable
+
+
+def test_flattened_rows_keep_the_schema_column_order() -> None:
+    from sinks.flatten import FAILURE_SCHEMA, RECORD_SCHEMA
+
+    assert list(flatten("inference_record", decoded(make_record(1)), "t", 0, 1)) == RECORD_SCHEMA.names
+    assert list(flatten("inference_record", decoded(make_record(1, request=None)), "t", 0, 1)) == RECORD_SCHEMA.names
+    assert list(flatten("failure_signal", decoded(make_failure(1)), "t", 0, 1)) == FAILURE_SCHEMA.names
+
+
+def test_cached_index_name_equals_index_name() -> None:
+    from sinks.flatten import record_time_us
+    from sinks.opensearch import index_name, index_name_at
+
+    cfg = SinkConfig(index_prefix="il")
+    for t_us in (T0_US, T0_US + 86_399_999_999 - T0_US % 86_400_000_000, 0, -1, 86400 * 10**6 * 365 * 60 + 17):
+        for ns in ("Team-A", "", "a/b"):
+            rec = decoded(make_record(1, namespace=ns, t_us=t_us))
+            for schema in ("inference_record", "failure_signal"):
+                assert index_name_at(cfg, schema, rec, record_time_us(rec)) == index_name(cfg, schema, rec)
