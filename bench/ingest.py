@@ -49,6 +49,7 @@ def serve_noop(port: int) -> None:
     from aiohttp import web
 
     from ingest import loop
+    from ingest.app import tune_gc
 
     async def handler(request: web.Request) -> web.Response:
         while await request.content.readany():
@@ -61,6 +62,7 @@ def serve_noop(port: int) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)  # SIGTERM ends it
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_address=True).start()
+        tune_gc()  # as the ingest's serve() does
         await asyncio.Event().wait()
 
     loop.run(main())

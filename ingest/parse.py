@@ -36,8 +36,19 @@ _LEGACY_RENAMES = {"schemaurl": "dataschema"}
 _CONTEXT = {"specversion", "id", "source", "type", "time", "subject", "dataschema", "schemaurl", "datacontenttype"}
 
 
+_MEDIA_TYPES: dict[str | None, str] = {}  # Content-Type as sent → media type (bounded memo: one lookup per request)
+_VALID_MAPS: set[tuple[str, bool]] = set()  # (Ce-Metadata / Ce-Annotations text, list_values) already validated
+_MEMO_MAX = 1024
+_MEMO_TEXT_MAX = 512  # longer texts are validated every time instead of remembered
+
+
 def media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
+    mt = _MEDIA_TYPES.get(content_type)
+    if mt is None:
+        mt = (content_type or "").split(";", 1)[0].strip().lower()
+        if len(_MEDIA_TYPES) < _MEMO_MAX and (content_type is None or len(content_type) <= _MEMO_TEXT_MAX):
+            _MEDIA_TYPES[content_type] = mt
+    return mt
 
 
 def parse(headers: Iterable[tuple[str, str]], body: bytes, content_type: str | None) -> list[LoggedEvent]:
@@ -207,6 +218,18 @@ def _json(body: bytes, attr: str) -> Any:
 
 
 def _check_map(raw: str, attr: str, *, list_values: bool) -> None:
+    """Raise :class:`BadEvent` unless ``raw`` is a JSON object of strings (``list_values``: of lists of strings).
+    Texts that passed are remembered (bounded): a model's annotations are the same on every request."""
+    if (raw, list_values) in _VALID_MAPS:
+        return
+    _validate_map(raw, attr, list_values=list_values)
+    if len(raw) <= _MEMO_TEXT_MAX:
+        if len(_VALID_MAPS) >= _MEMO_MAX:
+            _VALID_MAPS.clear()
+        _VALID_MAPS.add((raw, list_values))
+
+
+def _validate_map(raw: str, attr: str, *, list_values: bool) -> None:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -4,8 +4,10 @@ precise error naming the attribute."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from inferlog.events import from_kafka
+from inferlog.events import LoggedEvent, from_kafka, to_kafka
 from ingest import examples
 from ingest.errors import BadEvent, UnsupportedFormat
 from ingest.parse import parse
@@ -110,3 +112,81 @@ def test_structured_empty_attribute_name_is_named() -> None:
     with pytest.raises(BadEvent) as err:
         parse([], b'{"specversion":"1.0","id":"i","source":"s","type":"t","":"x"}', "application/cloudevents+json")
     assert err.value.attribute == '""'
+
+
+_opt_text = st.none() | st.text(max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=6),
+    _opt_text,
+    _opt_text,
+    _opt_text,
+    _opt_text,
+    _opt_text,
+    st.none() | st.integers(0, 10**9),
+    _opt_text,
+    st.dictionaries(
+        st.sampled_from(["x", "custom", "id", "time", "datasize", "namespace", "inferenceservicename"]),
+        st.text(max_size=4),
+        max_size=4,
+    ),
+)
+def test_to_kafka_headers_are_the_attributes_in_order(
+    id_: str,
+    time: str | None,
+    content_type: str | None,
+    metadata: str | None,
+    annotations: str | None,
+    dataref: str | None,
+    datasize: int | None,
+    sha: str | None,
+    extensions: dict[str, str],
+) -> None:
+    """to_kafka builds its headers without attributes()'s dicts: the same names, values and order, also when a
+    hand-built event has an extension named like a field."""
+    ev = LoggedEvent(
+        id=id_,
+        source="s",
+        type="t",
+        time=time,
+        datacontenttype=content_type,
+        namespace="ns",
+        isvc="m",
+        metadata=metadata,
+        annotations=annotations,
+        recordedtime=time,
+        dataref=dataref,
+        datasize=datasize,
+        datasha256=sha,
+        extensions=extensions,
+        data=b"{}",
+    )
+    key, headers, value = to_kafka(ev)
+    want = [(f"ce_{k}", v.encode()) for k, v in ev.attributes().items()]
+    if content_type is not None:
+        want.append(("content-type", content_type.encode()))
+    assert (key, headers, value) == (ev.join_key.encode(), want, b"{}")
+
+
+def test_remembered_maps_and_media_types_give_the_same_answers() -> None:
+    """Valid Ce-Metadata/Ce-Annotations texts and Content-Types are memoised; an invalid text is still refused
+    every time, also after valid ones were remembered."""
+    base = [("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-source", "s"), ("ce-type", "t")]
+    good = [*base, ("ce-metadata", '{"X-Request-Id":["r-1"]}'), ("ce-annotations", '{"team":"a"}')]
+    for _ in range(2):
+        (ev,) = parse(good, b"{}", "application/json; charset=utf-8")
+        assert ev.metadata == '{"X-Request-Id":["r-1"]}' and ev.datacontenttype == "application/json; charset=utf-8"
+    for bad, attribute in (
+        ('{"X-Request-Id":"r-1"}', "metadata"),  # a string where a list of strings belongs
+        ('{"team":["a"]}', "annotations"),  # a list where a string belongs
+    ):
+        for _ in range(2):
+            with pytest.raises(BadEvent) as err:
+                parse([*base, (f"ce-{attribute}", bad)], b"{}", None)
+            assert err.value.attribute == attribute
+    with pytest.raises(UnsupportedFormat):  # the memoised media type still routes structured formats
+        parse(base, b"{}", "application/cloudevents+xml")
+    with pytest.raises(UnsupportedFormat):
+        parse(base, b"{}", "application/cloudevents+xml")
