@@ -312,7 +312,7 @@ class SinkRunner:
             self._shutdown()
         finally:
             if self._pool is not None:
-                self._pool.shutdown(wait=True)
+                self._pool.shutdown(wait=True, cancel_futures=True)
             self._consumer.close()
             if self._producer is not None:
                 self._producer.flush(10)
@@ -427,8 +427,8 @@ class SinkRunner:
 
     def _close(self, tp: TP) -> None:
         batch = self._open.pop(tp)
-        if self.max_in_flight <= 0 or not batch.records:
-            self._attempt(tp, batch, 0, inline=True)
+        if self.max_in_flight <= 0 or (not batch.records and tp not in self._in_flight):
+            self._attempt(tp, batch, 0, inline=True)  # (a batch with nothing to write commits in turn too)
             return
         while len(self._running) >= self.max_in_flight:  # backpressure: wait for a slot
             wait(set(self._running), return_when=FIRST_COMPLETED)
@@ -446,6 +446,8 @@ class SinkRunner:
     def _write(self, batch: Batch, policy: Backoff) -> tuple[list[Rejected], float]:
         """Write ``batch`` (with short retries); returns what the store rejected and when the write ended."""
         started = time.monotonic()
+        if not batch.records:  # only dead items: nothing to write, they go to the dead-letter topic
+            return [], started
         rejected = retry_sync(lambda: self.sink.write(batch), policy, what=f"{self.sink.kind} write")
         finished = time.monotonic()
         WRITE_SECONDS.labels(self.sink.kind).observe(finished - started)
@@ -498,10 +500,7 @@ class SinkRunner:
         """Write ``batch`` in this thread; on success dead-letter, commit and resume; on a retriable failure
         keep it pending with the partition paused. Returns True on success."""
         try:
-            if batch.records:
-                rejected, finished = self._write(batch, self.INLINE_RETRY if inline else Backoff(attempts=1))
-            else:
-                rejected, finished = [], time.monotonic()
+            rejected, finished = self._write(batch, self.INLINE_RETRY if inline else Backoff(attempts=1))
         except Exception as exc:
             if not is_retriable(exc):
                 raise WriteError(f"{self.sink.kind}: permanent write failure for {tp}: {exc}") from exc

@@ -430,3 +430,14 @@ def test_a_permanent_failure_of_a_later_write_stops_the_sink_at_once() -> None:
         r._reap()  # the first batch is still in flight
     sink.gate(0).set()
     assert c.commits == []
+
+
+def test_a_batch_of_only_dead_items_commits_after_the_writes_before_it() -> None:
+    sink = GatedSink()
+    r, c, p = runner(sink)
+    bad = [Msg(TOPIC, 0, o, b"bad", b"\x00garbage") for o in range(3, 6)]
+    handle(r, [rec(0), rec(1), rec(2), *bad])  # the second batch has nothing to write
+    assert c.commits == [] and p.sent == []  # not before the first batch is written
+    sink.gate(0).set()
+    r._drain()
+    assert c.commits == [(0, 3), (0, 6)] and len(p.sent) == 3
