@@ -37,7 +37,7 @@ def _run(cfg: SinkConfig, sink: Sink) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    runner = SinkRunner(cfg, sink)
+    runner = SinkRunner(cfg, sink, max_in_flight=cfg.sink_max_in_flight)
     if cfg.sink_metrics_port:
         from inferlog import health
 

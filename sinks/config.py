@@ -24,6 +24,9 @@ class SinkConfig(CommonConfig):
     flush_span_s: float = setting(
         600.0, "Cut a batch once record time (event time, advanced by ticks) spans this many seconds"
     )
+    sink_max_in_flight: int = setting(
+        2, "Batches written by background threads at once while the next are consumed (0: write in the consume loop)"
+    )
     sink_retry_max_s: float = setting(30.0, "Longest pause between retries of a failed write (backoff cap)")
     sink_metrics_port: int = setting(0, "Serve Prometheus /metrics on this port (0: off)")
     s3_prefix: str = setting("archive", "Key prefix of archived objects; each topic is a table under it")
@@ -52,6 +55,8 @@ class SinkConfig(CommonConfig):
             raise ConfigError(f"{env_name('index_linger_s')} must be > 0")
         if self.s3_multipart_bytes < 5 * 1024 * 1024:
             raise ConfigError(f"{env_name('s3_multipart_bytes')} must be >= 5 MiB (the S3 minimum part size)")
+        if not 0 <= self.sink_max_in_flight <= 64:
+            raise ConfigError(f"{env_name('sink_max_in_flight')} must be between 0 and 64")
         if self.sink_retry_max_s <= 0:
             raise ConfigError(f"{env_name('sink_retry_max_s')} must be > 0")
         prefix = self.index_prefix
