@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -220,7 +221,7 @@ def system_busy() -> tuple[int, int]:
     return sum(f) - f[3] - f[4], sum(f)
 
 
-def start_server(kind: str, port: int, topic: str, spool_dir: str) -> subprocess.Popen[bytes]:
+def start_server(kind: str, port: int, topic: str, spool_dir: str, extra: list[str]) -> subprocess.Popen[bytes]:
     if kind == "noop":
         cmd = [sys.executable, __file__, "--serve-noop", str(port)]
     else:
@@ -237,6 +238,7 @@ def start_server(kind: str, port: int, topic: str, spool_dir: str) -> subprocess
             spool_dir,
             "--log-level",
             "warning",
+            *extra,
         ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -264,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
             body = make_body(size)
             for kind in ("noop", "ingest"):
                 port = free_port()
-                proc = start_server(kind, port, topic, spool)
+                proc = start_server(kind, port, topic, spool, shlex.split(args.ingest_args))
                 try:
                     parts = request_parts(port, body, "bench")
                     loop.run(closed_loop(port, parts, args.connections, min(1.0, args.duration)))  # warm-up
@@ -305,11 +307,12 @@ def run(args: argparse.Namespace) -> int:
             f"{ing[3].p99_ms:>13.2f} ms {noop[3].p99_ms:>12.2f} ms {ing[4]:>7.1f} MiB {noop[4]:>6.1f} MiB "
             f"{ing[5]:>11.0f} us {noop[5]:>5.0f} us {noop[5] / ing[5]:>9.2f}"
         )
+    flags = f"; ingest flags: {args.ingest_args}" if args.ingest_args else ""
     print(
         f"\n{os.cpu_count()} cores; {args.connections} keep-alive connections; {args.duration:.0f} s per phase; "
         f"ingest acks after Kafka's delivery report (acks=all, idempotent); servers and load generator on "
-        f"{loop.name()}.\nCPU ratio = no-op CPU/event / ingest CPU/event: the throughput ratio when the server's CPU "
-        "is the limit (steadier than ev/s on a shared machine)."
+        f"{loop.name()}{flags}.\nCPU ratio = no-op CPU/event / ingest CPU/event: the throughput ratio when the "
+        "server's CPU is the limit (steadier than ev/s on a shared machine)."
     )
     return 0
 
@@ -324,6 +327,11 @@ def main() -> int:
     )
     p.add_argument("--connections", type=int, default=64, help="concurrent keep-alive connections (default 64)")
     p.add_argument("--duration", type=float, default=8.0, help="seconds per measured phase (default 8)")
+    p.add_argument(
+        "--ingest-args",
+        default="",
+        help='extra flags for `inferlog ingest`, e.g. "--kafka-options compression.type=none" or "--linger-ms 5"',
+    )
     p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_noop:

@@ -176,6 +176,7 @@ def build_app(
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_route("*", "/", handlers.event)  # KServe's usual logger.url: a plain match, no regex
     app.router.add_route("*", "/{tail:.*}", handlers.event)
 
     async def on_startup(app: web.Application) -> None:
