@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -41,10 +42,28 @@ _MAX_ERROR = 1000
 
 
 def parse_time_us(text: str | None) -> int | None:
-    """RFC 3339 with 0-9 fractional digits (``Z`` or an offset; none means UTC) to epoch microseconds."""
+    """RFC 3339 with 0-9 fractional digits (``Z`` or an offset; none means UTC) to epoch microseconds
+    (fractions beyond microseconds are truncated). ``None`` for anything else."""
     if not text:
         return None
-    m = _TIME.match(text.strip())
+    text = text.strip()
+    if _TIME.match(text) is None:
+        return None
+    try:  # the common case in C; what it refuses (``t``/``z``, second 60, year 0, Feb 30...) goes the slow way
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return _parse_time_us_slow(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return (parsed - _EPOCH) // _MICROSECOND
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _parse_time_us_slow(text: str) -> int | None:
+    m = _TIME.match(text)
     if m is None:
         return None
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))

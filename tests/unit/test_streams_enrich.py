@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.serde import AvroSerde, RegistryClient, load_schema
 from streams.enrich import Side, build, parse_time_us, sniff, trace_ids
@@ -85,3 +89,28 @@ def test_build_one_sided_and_error_failures() -> None:
     junk = event("a", "response", BASE_US, b"\xff\xfe garbage")
     b = build(None, Side(junk, 0, 2, BASE_US), detected_us=BASE_US)
     assert [f["kind"] for f in b.failures] == ["request_missing", "unparseable_body"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
+    st.sampled_from(["T", "t", " "]),
+    st.integers(0, 9),
+    st.sampled_from(["", "Z", "z", "+00:00", "-05:30", "+0130", "+14:00", "-12:00"]),
+    st.integers(0, 999_999_999),
+)
+def test_parse_time_us_fast_path_equals_the_reference(dt: datetime, sep: str, digits: int, tz: str, frac: int) -> None:
+    from streams.enrich import _parse_time_us_slow
+
+    fraction = f".{frac:09d}"[: digits + 1] if digits else ""
+    text = f"{dt:%Y-%m-%d}{sep}{dt:%H:%M:%S}{fraction}{tz}"
+    assert parse_time_us(text) == _parse_time_us_slow(text), text
+
+
+def test_parse_time_us_odd_but_valid_inputs_keep_their_meaning() -> None:
+    from streams.enrich import _parse_time_us_slow
+
+    for text in ["2026-01-01T23:59:60Z", "2024-02-30T00:00:00Z", "0000-01-01T00:00:00Z", "2026-01-01t00:00:00z"]:
+        assert parse_time_us(text) == _parse_time_us_slow(text), text
+    for text in ["20260101T000000Z", "2026-01-01T00:00Z", "2026-01-01", "2026-01-01T00:00:00.Z"]:
+        assert parse_time_us(text) is None, text  # ISO 8601 forms that RFC 3339 does not allow
