@@ -117,8 +117,7 @@ class Handlers:
                         metrics.EVENTS.labels(outcome="sampled_out", namespace=ev.namespace, isvc=ev.isvc).inc()
             to_spool = False
             claimcheck = self.claimcheck
-            threshold = claimcheck.threshold
-            if threshold > 0 and any([len(ev.data) > threshold for ev in kept]):  # = claimcheck.needed, inlined
+            if claimcheck.threshold > 0 and any([claimcheck.needed(ev) for ev in kept]):  # no generator per request
                 try:
                     kept = list(await asyncio.gather(*(claimcheck.apply(ev) for ev in kept)))
                 except ClaimCheckFailed as exc:  # object storage away: spool the bodies, claim-check on drain
