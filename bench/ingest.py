@@ -20,6 +20,7 @@ for the run and deleted afterwards.
 
     .venv/bin/python bench/ingest.py                  # defaults: 1 KiB and 64 KiB, 64 connections
     .venv/bin/python bench/ingest.py --sizes 1024 --duration 10 --connections 128
+    .venv/bin/python bench/ingest.py --ingest-args "--kafka-options compression.type=none"   # an ingest setting
 """
 
 from __future__ import annotations
