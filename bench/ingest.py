@@ -50,8 +50,8 @@ def serve_noop(port: int) -> None:
     reads the whole body the way the ingest does and answers 202."""
     from aiohttp import web
 
+    from inferlog.runtime import tune_gc
     from ingest import loop
-    from ingest.app import tune_gc
 
     async def handler(request: web.Request) -> web.Response:
         while await request.content.readany():

@@ -37,9 +37,10 @@ import urllib3
 
 from inferlog.config import load
 from inferlog.retry import wait_until
+from inferlog.runtime import tune_gc
 from inferlog.stack.manager import StackConfig
 from sinks.config import SinkConfig
-from sinks.framework import Batch, Item, Sink, SinkRunner, tune_gc
+from sinks.framework import Batch, Item, Sink, SinkRunner
 from sinks.opensearch import OpenSearchSink, chunks, index_templates, prepare
 from sinks.s3 import S3Sink, make_client
 from tests.sinks_support import (

@@ -8,7 +8,6 @@ Answers: 202 (in Kafka or fsynced in the spool), 400 ``application/problem+json`
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import time
@@ -18,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from inferlog import config as config_mod
+from inferlog.runtime import tune_gc
 from ingest import metrics
 from ingest.claimcheck import ClaimCheck
 from ingest.config import IngestConfig
@@ -203,21 +203,6 @@ def build_app(
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
-
-
-#: Allocations between collections of the youngest generation (CPython's default is 700).
-GC_GEN0_THRESHOLD = 10_000
-
-
-def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> None:
-    """Collect the youngest generation every ``gen0`` allocations instead of every 700, and freeze what start-up
-    allocated (modules, clients, the app) out of the collector's way. A request allocates dozens of short-lived
-    containers that reference counting frees; with the default threshold the collector ran every few requests
-    and walked the objects of the requests in flight. Cycles are still collected, only less often."""
-    gc.collect()
-    gc.freeze()
-    g0, g1, g2 = gc.get_threshold()
-    gc.set_threshold(max(g0, gen0), g1, g2)
 
 
 async def serve(cfg: IngestConfig, *, ready: asyncio.Event | None = None) -> None:

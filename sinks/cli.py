@@ -9,8 +9,9 @@ import threading
 from types import FrameType
 
 from inferlog import config, logs
+from inferlog.runtime import tune_gc
 from sinks.config import SinkConfig
-from sinks.framework import Sink, SinkRunner, tune_gc
+from sinks.framework import Sink, SinkRunner
 
 log = logging.getLogger("sinks.cli")
 

@@ -30,7 +30,6 @@ A sink whose writes do not depend on cuts (OpenSearch: ``_id`` = join key) flush
 from __future__ import annotations
 
 import abc
-import gc
 import logging
 import threading
 import time
@@ -54,7 +53,7 @@ from sinks.config import SinkConfig
 from sinks.errors import RecordError, SinkError, WriteError
 from sinks.flatten import record_time_us
 
-__all__ = ["Batch", "Item", "Rejected", "Sink", "SinkRunner", "SinkStats", "tune_gc"]
+__all__ = ["Batch", "Item", "Rejected", "Sink", "SinkRunner", "SinkStats"]
 
 log = logging.getLogger("sinks.framework")
 
@@ -657,26 +656,6 @@ class SinkRunner:
         log.info(
             "revoked", extra={"sink": self.sink.kind, "partitions": [f"{p.topic}:{p.partition}" for p in partitions]}
         )
-
-
-#: Allocations between collections of the youngest generation in a sink process (CPython's default is 700).
-GC_GEN0_THRESHOLD = 10_000
-
-
-def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> None:
-    """Tune the garbage collector for a process that runs a sink (``inferlog sink …``, bench/sinks.py).
-
-    A sink holds up to ``flush_records`` decoded records per partition: tens of thousands of dicts and lists
-    that contain no reference cycles (reference counting frees them) but that CPython's generational collector
-    walks again and again, by default after every 700 allocations. Collecting the youngest generation every
-    ``gen0`` allocations instead, and freezing what start-up allocated (modules, clients) out of the
-    collector's way, saved 15-20 % of the consume thread's CPU per record in bench/sinks.py. Cycles are
-    still collected, only less often. Process-wide: call it once, in the process's entry point.
-    """
-    gc.collect()
-    gc.freeze()
-    g0, g1, g2 = gc.get_threshold()
-    gc.set_threshold(max(g0, gen0), g1, g2)
 
 
 def _headers(msg: Message) -> list[tuple[str, bytes]]:
