@@ -148,13 +148,16 @@ def measure(watcher: Watcher, sent: dict[str, Sent], sending: threading.Event, d
             until = time.monotonic() + drain_s
         snapshot = list(sent.items())
         pending = [k for k, s in snapshot if s.searchable is None]
-        now = time.monotonic()
-        for k in watcher.searchable(pending) if pending else ():
-            sent[k].searchable = now
-        now = time.monotonic()
-        for k in watcher.archived():
-            if k in sent and sent[k].archived is None:
-                sent[k].archived = now
+        try:  # one failed poll (OpenSearch busy, an object listed before it is readable) must not end the watch
+            now = time.monotonic()
+            for k in watcher.searchable(pending) if pending else ():
+                sent[k].searchable = now
+            now = time.monotonic()
+            for k in watcher.archived():
+                if k in sent and sent[k].archived is None:
+                    sent[k].archived = now
+        except Exception as exc:
+            print(f"measurement poll failed (retrying): {type(exc).__name__}: {exc}", file=sys.stderr)
         if until is not None and all(s.searchable is not None and s.archived is not None for _, s in snapshot):
             return
         time.sleep(0.25)  # polling interval of the measurement
@@ -169,7 +172,9 @@ def main() -> int:
 
     cfg = load(CommonConfig)
     run_id = uuid.uuid4().hex[:8]
-    topics = {f"topic_{t}": f"bench.{run_id}.{t}" for t in ("events", "records", "failures", "metadata", "deadletter")}
+    topics: dict[str, Any] = {
+        f"topic_{t}": f"bench.{run_id}.{t}" for t in ("events", "records", "failures", "metadata", "deadletter")
+    }
     cfg = dataclasses.replace(cfg, **topics)
     index_prefix = f"bench{run_id}"
     port, mport = _free_port(), _free_port()
