@@ -89,11 +89,11 @@ STARTUP_STALLED = 75  # EX_TEMPFAIL: try again
 
 def start_watchdog(app: Any, loop: asyncio.AbstractEventLoop, timeout_s: float) -> threading.Thread:
     """Exit the process with :data:`STARTUP_STALLED` if the worker neither got a partition assignment nor became
-    ready within ``timeout_s``. Faust 0.15 sometimes stalls during start-up before it subscribes (about once in
-    six starts under load: the event loop idles after "Recovery: Starting...", the group stays empty); a fresh
-    process starts normally, so the supervisor (Kubernetes, ``inferlog run``, the tests) restarts it. Table
-    recovery after the assignment is not limited. The thread only reads flags that the app sets in its own
-    event loop: touching Faust's objects from another thread (even ``app.tables``) makes every start stall."""
+    ready within ``timeout_s``, logging where the event loop's tasks wait; the supervisor (Kubernetes,
+    ``inferlog run``, the tests) restarts it. A safety net: the stalls seen in session 1 came from probe threads
+    touching Faust objects (see :class:`LivenessProbe`) and are fixed. Table recovery after the assignment is not
+    limited. The thread only reads flags that the app sets in its own event loop: touching Faust's objects from
+    another thread (even ``app.tables``) stalls the start."""
     import logging
 
     log = logging.getLogger("inferlog.streams")
@@ -117,6 +117,20 @@ def start_watchdog(app: Any, loop: asyncio.AbstractEventLoop, timeout_s: float) 
     return thread
 
 
+def _await_chain(coro: Any, depth: int = 40) -> list[str]:
+    """Innermost first: where a coroutine waits, following what it awaits (a task's own stack shows only the
+    outermost frame)."""
+    chain: list[str] = []
+    start = coro
+    while coro is not None and depth > 0:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_name}@{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+        depth -= 1
+    return list(reversed(chain)) or [repr(start)]
+
+
 def _pending_work(loop: asyncio.AbstractEventLoop) -> list[str]:
     """Where the event loop's tasks wait (collected in the loop itself), or the threads' stacks if it is blocked."""
     import traceback
@@ -127,12 +141,7 @@ def _pending_work(loop: asyncio.AbstractEventLoop) -> list[str]:
     def collect() -> None:
         try:
             for task in asyncio.all_tasks(loop):
-                frames = task.get_stack(limit=8)
-                where = " <- ".join(
-                    f"{f.f_code.co_name}@{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
-                    for f in reversed(frames)
-                )
-                out.append(f"{task.get_name()}: {where}")
+                out.append(" <- ".join(_await_chain(task.get_coro())))
         finally:
             done.set()
 
@@ -154,37 +163,43 @@ def _pending_work(loop: asyncio.AbstractEventLoop) -> list[str]:
 
 
 class LivenessProbe:
-    """/healthz and /readyz of a streams worker.
+    """/healthz and /readyz of a streams worker, answered from the health server's thread.
 
     alive: the event loop turns (a timer refreshes a timestamp; a loop blocked for ``stale_after_s`` fails);
     ready: table recovery has completed, the worker is running and holds partitions (the point where it logs
     "streams worker ready"; false again while a rebalance recovers).
+
+    Both are plain values that the timer computes *in the event loop*; the probe thread only reads them. Reading
+    Faust's objects from the probe's thread (``app.tables`` is created lazily, with asyncio primitives) made
+    the worker stall during start-up whenever a readiness probe came early: the "Faust stall" of session 1,
+    seen under ``inferlog run`` and Kubernetes probes only.
     """
 
     def __init__(self, app: Any, stale_after_s: float) -> None:
-        import time
-
         self.app = app
         self.stale_after_s = stale_after_s
         self.beat = time.monotonic()
+        self.is_ready = False
 
         @app.timer(interval=1.0)
         async def heartbeat() -> None:
             self.beat = time.monotonic()
+            self.is_ready = self.compute_ready()
 
-    def alive(self) -> bool:
-        import time
-
-        return time.monotonic() - self.beat < self.stale_after_s
-
-    def ready(self) -> bool:
-        recovery = self.app.tables.recovery
+    def compute_ready(self) -> bool:
+        """In the event loop only."""
         return bool(
             getattr(self.app, "streams_ready", False)  # set by StreamsWorker where it logs "streams worker ready"
             and self.app.state == "running"
-            and recovery.completed.is_set()
+            and self.app.tables.recovery.completed.is_set()
             and not self.app.rebalancing
         )
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.beat < self.stale_after_s
+
+    def ready(self) -> bool:
+        return self.is_ready
 
 
 def run_metadata_set(args: argparse.Namespace) -> int:

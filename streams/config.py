@@ -43,8 +43,8 @@ class StreamsConfig(CommonConfig):
     startup_timeout_s: float = setting(
         30.0,
         "Exit with code 75 (for the supervisor to restart the worker) if it has not joined its group within this "
-        "many seconds of starting: Faust 0.15 occasionally stalls before subscribing. Table recovery after the "
-        "join is not limited.",
+        "many seconds of starting (a safety net; it logs where the start waits). Table recovery after the join is "
+        "not limited.",
     )
     commit_interval_s: float = setting(2.8, "Seconds between offset commits (after the producer is flushed)")
     buffer_maxsize: int = setting(16384, "Faust stream buffer size per partition")

@@ -1,11 +1,14 @@
-"""A streams worker that has not joined its group within startup_timeout_s exits with code 75, so that its
-supervisor restarts it (Faust 0.15 occasionally stalls before subscribing)."""
+"""Start-up of a streams worker: readiness probes from the first moment must not stall it, and a worker that has
+not joined its group within startup_timeout_s still exits with code 75 so that its supervisor restarts it."""
 
 from __future__ import annotations
 
 import dataclasses
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,15 +16,14 @@ import pytest
 from inferlog.config import CommonConfig, load
 from streams.cli import STARTUP_STALLED
 from streams.config import StreamsConfig
-from streams.testing import env_for
+from streams.testing import WorkerProcess, env_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_stalled_start_exits_with_the_restart_code(stack: CommonConfig, unique: str, tmp_path: Path) -> None:
-    base = load(StreamsConfig)
-    cfg = dataclasses.replace(
-        base,
+def _config(stack: CommonConfig, unique: str, tmp_path: Path, **overrides: object) -> StreamsConfig:
+    return dataclasses.replace(
+        load(StreamsConfig),
         kafka_bootstrap=stack.kafka_bootstrap,
         app_id=f"wd-{unique}",
         topic_events=f"wd.{unique}.events",
@@ -31,10 +33,42 @@ def test_a_stalled_start_exits_with_the_restart_code(stack: CommonConfig, unique
         topic_deadletter=f"wd.{unique}.deadletter",
         partitions=2,
         store_dir=str(tmp_path / "state"),
-        startup_timeout_s=0.2,  # far shorter than any start: the watchdog must fire
         log_format="text",
+        **overrides,  # type: ignore[arg-type]
     )
+
+
+def test_a_stalled_start_exits_with_the_restart_code(stack: CommonConfig, unique: str, tmp_path: Path) -> None:
+    # far shorter than any start: the watchdog must fire
+    cfg = _config(stack, unique, tmp_path, startup_timeout_s=0.2)
     exe = str(Path(sys.executable).with_name("inferlog"))
     res = subprocess.run([exe, "streams"], env=env_for(cfg), capture_output=True, text=True, timeout=120)
     assert res.returncode == STARTUP_STALLED, res.stderr[-2000:]
     assert "start-up stalled" in res.stderr
+
+
+def test_readiness_probes_from_the_first_moment_do_not_stall_the_start(
+    stack: CommonConfig, unique: str, tmp_path: Path
+) -> None:
+    # The probe thread used to read Faust's (lazily created) table manager: a /readyz during start-up stalled
+    # the worker before it subscribed, every time (6 of 6 starts). Poll as a kubelet under load would.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _config(stack, unique, tmp_path, metrics_port=port, startup_timeout_s=30.0)
+    (tmp_path / "state").mkdir()
+    worker = WorkerProcess(cfg, "probed")
+    try:
+        deadline = time.monotonic() + 90
+        ready = False
+        while not ready and time.monotonic() < deadline and worker.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                    ready = resp.status == 200
+            except OSError:  # not listening yet, or 503 until ready
+                time.sleep(0.02)  # probe cadence, not synchronisation
+        log = worker.log_text()
+        assert ready, f"not ready (exit {worker.proc.poll()}):\n{log[-3000:]}"
+        assert "start-up stalled" not in log and worker.restarts == 0
+    finally:
+        worker.stop()
