@@ -289,7 +289,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
     app.joiner = joiner  # type: ignore[attr-defined]  # for tests and introspection
     app.join_state = state  # type: ignore[attr-defined]
 
-    # The barrier (see streams.state): outputs sent since the last barrier (their delivery futures), the
+    # The barrier (see streams.state): the outputs sent since the last barrier (``outputs.pending``), the
     # events processed since then (acked only after the barrier), and a lock so the agent and the timer
     # never run a barrier in the middle of an event.
     outputs = Outputs(cfg)
