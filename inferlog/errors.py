@@ -7,6 +7,8 @@ again can help: a broker that is briefly away is retriable, a malformed event or
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class InferlogError(Exception):
     """Base error. ``retriable`` is a class default that an instance may override."""
@@ -43,23 +45,36 @@ def is_retriable(exc: BaseException) -> bool:
         return True
     if type(exc).__name__ != "KafkaException" or not exc.args:
         return False
-    err = exc.args[0]
+    return kafka_error_is_transient(exc.args[0])
+
+
+def kafka_error_is_transient(err: Any) -> bool:
+    """True for a confluent-kafka ``KafkaError`` after which trying again later can succeed: librdkafka flags it
+    retriable, or it is one of :data:`TRANSIENT_KAFKA_ERRORS`."""
     check, name = getattr(err, "retriable", None), getattr(err, "name", None)
-    return bool((callable(check) and check()) or (callable(name) and name() in _TRANSIENT_KAFKA_ERRORS))
+    return bool((callable(check) and check()) or (callable(name) and name() in TRANSIENT_KAFKA_ERRORS))
 
 
-# librdkafka does not flag every transient broker answer as retriable (e.g. a partition without a leader yet).
-_TRANSIENT_KAFKA_ERRORS = frozenset(
+#: librdkafka does not flag every transient answer as retriable (e.g. a partition without a leader yet, a
+#: record that timed out in the producer's queue): by ``KafkaError.name()``, so that this module needs no client.
+TRANSIENT_KAFKA_ERRORS = frozenset(
     {
-        "NOT_LEADER_FOR_PARTITION",
-        "LEADER_NOT_AVAILABLE",
-        "UNKNOWN_TOPIC_OR_PART",
+        "_MSG_TIMED_OUT",
+        "_TRANSPORT",
+        "_ALL_BROKERS_DOWN",
+        "_TIMED_OUT",
+        "_QUEUE_FULL",
+        "_UNKNOWN_TOPIC",
+        "_PURGE_QUEUE",
+        "_PURGE_INFLIGHT",
         "REQUEST_TIMED_OUT",
+        "NOT_ENOUGH_REPLICAS",
+        "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+        "LEADER_NOT_AVAILABLE",
+        "NOT_LEADER_FOR_PARTITION",
+        "UNKNOWN_TOPIC_OR_PART",
         "COORDINATOR_NOT_AVAILABLE",
         "NOT_COORDINATOR",
         "COORDINATOR_LOAD_IN_PROGRESS",
-        "_TRANSPORT",
-        "_TIMED_OUT",
-        "_ALL_BROKERS_DOWN",
     }
 )

@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from inferlog.errors import kafka_error_is_transient
 from inferlog.kafka import producer_config
 from ingest import metrics
 from ingest.config import IngestConfig
@@ -32,26 +33,10 @@ from ingest.spool import Record
 
 log = logging.getLogger("ingest.producer")
 
-# Errors after which trying again later can succeed (the spool keeps the record).
-_RETRIABLE_CODES = {
-    KafkaError._MSG_TIMED_OUT,
-    KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.NOT_ENOUGH_REPLICAS,
-    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError._QUEUE_FULL,
-    KafkaError._UNKNOWN_TOPIC,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._PURGE_QUEUE,
-    KafkaError._PURGE_INFLIGHT,
-}
-
 
 def _fatal(err: KafkaError) -> bool:
-    return not err.retriable() and err.code() not in _RETRIABLE_CODES
+    """Kafka will never take this record (it goes to the dead-letter topic); otherwise the spool keeps it."""
+    return not kafka_error_is_transient(err)
 
 
 class EventProducer:
