@@ -11,6 +11,9 @@ measures). For each body size it measures, per server:
 - the server's RSS (peak, from /proc), its CPU time per event (all its threads, from /proc: steadier than
   events/s on a shared machine), the load generator's CPU per event and how busy the whole machine was.
 
+A third server, the *floor*, only produces each body to Kafka and answers after the delivery report (see
+``serve_floor``): its ratio to the no-op bounds what any acknowledging ingest can reach on this machine.
+
 The no-op baseline is served exactly like the ingest: same event loop (uvloop when installed, see
 ``ingest/loop.py``), same runner settings, and it reads the body the same way before answering 202. It prints
 both servers' figures, the ratio ingest / no-op of events/s and the CPU ratio (no-op CPU/event / ingest
@@ -37,6 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # This script is named like the ``ingest`` package: do not let its directory shadow it.
@@ -65,6 +69,66 @@ def serve_noop(port: int) -> None:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_address=True).start()
         tune_gc()  # as the ingest's serve() does
+        await asyncio.Event().wait()
+
+    loop.run(main())
+
+
+def serve_floor(port: int, topic: str) -> None:
+    """The least any ingest that acknowledges only durable events must do, with inferlog's own producer settings
+    (idempotent, acks=all, lz4, the ingest's linger): read the body, produce it to Kafka keyed by ``Ce-Id`` (no
+    headers, no parsing, no validation, no metrics, no spool), and answer 202 after the delivery report. Delivery
+    reports reach the loop as in the ingest: a poll thread hands each poll's batch over in one wake-up.
+
+    Its ratio to the no-op is the best ratio any such ingest can reach on this machine."""
+    import threading
+
+    from aiohttp import web
+    from confluent_kafka import Producer
+
+    from inferlog.config import load
+    from inferlog.kafka import producer_config
+    from inferlog.runtime import tune_gc
+    from ingest import loop
+    from ingest.config import IngestConfig
+
+    cfg = load(IngestConfig)
+    producer = Producer(producer_config(cfg, **{"linger.ms": cfg.linger_ms}))
+    reports: list[tuple[asyncio.Future[None], Any]] = []
+
+    def resolve(batch: list[tuple[asyncio.Future[None], Any]]) -> None:
+        for fut, err in batch:
+            if not fut.done():
+                fut.set_result(None) if err is None else fut.set_exception(RuntimeError(str(err)))
+
+    def poll(ev_loop: asyncio.AbstractEventLoop) -> None:
+        nonlocal reports
+        while True:
+            producer.poll(0.05)
+            if reports:
+                batch, reports = reports, []
+                ev_loop.call_soon_threadsafe(resolve, batch)
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        producer.produce(
+            topic,
+            key=request.headers.get("Ce-Id", ""),
+            value=body,
+            on_delivery=lambda err, _m: reports.append((fut, err)),
+        )
+        await fut
+        return web.Response(status=202)
+
+    async def main() -> None:
+        threading.Thread(target=poll, args=(asyncio.get_running_loop(),), daemon=True).start()
+        app = web.Application(client_max_size=32 << 20)
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_address=True).start()
+        tune_gc()
         await asyncio.Event().wait()
 
     loop.run(main())
@@ -225,6 +289,8 @@ def system_busy() -> tuple[int, int]:
 def start_server(kind: str, port: int, topic: str, spool_dir: str, extra: list[str]) -> subprocess.Popen[bytes]:
     if kind == "noop":
         cmd = [sys.executable, __file__, "--serve-noop", str(port)]
+    elif kind == "floor":
+        cmd = [sys.executable, __file__, "--serve-floor", str(port), topic]
     else:
         cmd = [
             INFERLOG,
@@ -265,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for size in args.sizes:
             body = make_body(size)
-            for kind in ("noop", "ingest"):
+            for kind in ("noop", "ingest") if args.no_floor else ("noop", "floor", "ingest"):
                 port = free_port()
                 proc = start_server(kind, port, topic, spool, shlex.split(args.ingest_args))
                 try:
@@ -285,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
                     proc.wait(timeout=30)
                 rows.append((kind, size, best, half, peak, cpu_us))
                 print(
-                    f"{kind:7s} {size:>6d} B  max {best.rate:8.0f} ev/s  p50 {best.p50_ms:6.2f} ms  "
+                    f"{kind:6s} {size:>6d} B  max {best.rate:8.0f} ev/s  p50 {best.p50_ms:6.2f} ms  "
                     f"p99 {best.p99_ms:6.2f} ms | at {half.rate:6.0f} ev/s: p50 {half.p50_ms:6.2f} ms  "
                     f"p99 {half.p99_ms:6.2f} ms | RSS peak {peak:6.1f} MiB | server CPU {cpu_us:5.0f} us/event | "
                     f"errors {best.errors + half.errors} | load generator {gen_us:3.0f} us/event, machine busy "
@@ -296,15 +362,18 @@ def run(args: argparse.Namespace) -> int:
         AdminClient({"bootstrap.servers": common.kafka_bootstrap}).delete_topics([topic])
     print()
     print(
-        f"{'body':>8s} {'ingest ev/s':>12s} {'no-op ev/s':>11s} {'ratio':>6s} {'p99@half ingest':>16s} "
+        f"{'body':>8s} {'ingest ev/s':>12s} {'no-op ev/s':>11s} {'ratio':>6s} {'floor ratio':>11s} "
+        f"{'p99@half ingest':>16s} "
         f"{'p99@half no-op':>15s} {'RSS ingest':>11s} {'RSS no-op':>10s} {'CPU/ev ingest':>14s} {'no-op':>8s} "
         f"{'CPU ratio':>9s}"
     )
     for size in args.sizes:
         noop = next(r for r in rows if r[0] == "noop" and r[1] == size)
         ing = next(r for r in rows if r[0] == "ingest" and r[1] == size)
+        floor = next((r for r in rows if r[0] == "floor" and r[1] == size), None)
+        floor_ratio = f"{floor[2].rate / noop[2].rate:>11.2f}" if floor else f"{'-':>11s}"
         print(
-            f"{size:>8d} {ing[2].rate:>12.0f} {noop[2].rate:>11.0f} {ing[2].rate / noop[2].rate:>6.2f} "
+            f"{size:>8d} {ing[2].rate:>12.0f} {noop[2].rate:>11.0f} {ing[2].rate / noop[2].rate:>6.2f} {floor_ratio} "
             f"{ing[3].p99_ms:>13.2f} ms {noop[3].p99_ms:>12.2f} ms {ing[4]:>7.1f} MiB {noop[4]:>6.1f} MiB "
             f"{ing[5]:>11.0f} us {noop[5]:>5.0f} us {noop[5] / ing[5]:>9.2f}"
         )
@@ -313,7 +382,9 @@ def run(args: argparse.Namespace) -> int:
         f"\n{os.cpu_count()} cores; {args.connections} keep-alive connections; {args.duration:.0f} s per phase; "
         f"ingest acks after Kafka's delivery report (acks=all, idempotent); servers and load generator on "
         f"{loop.name()}{flags}.\nCPU ratio = no-op CPU/event / ingest CPU/event: the throughput ratio when the "
-        "server's CPU is the limit (steadier than ev/s on a shared machine)."
+        "server's CPU is the limit (steadier than ev/s on a shared machine).\nfloor ratio = floor ev/s / no-op ev/s, "
+        "the floor being a handler that only produces the body and answers after the delivery report (no parsing, "
+        "no headers, no metrics): the best ratio any ingest that acknowledges durable events can reach here."
     )
     return 0
 
@@ -333,10 +404,19 @@ def main() -> int:
         default="",
         help='extra flags for `inferlog ingest`, e.g. "--kafka-options compression.type=none" or "--linger-ms 5"',
     )
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor server (the least any acknowledging ingest must do: produce + delivery report)",
+    )
     p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    p.add_argument("--serve-floor", nargs=2, metavar=("PORT", "TOPIC"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_noop:
         serve_noop(args.serve_noop)
+        return 0
+    if args.serve_floor:
+        serve_floor(int(args.serve_floor[0]), args.serve_floor[1])
         return 0
     return run(args)
 
