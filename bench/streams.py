@@ -128,6 +128,36 @@ def faust_floor(cfg: T.StreamsConfig, events_n: int, timeout_s: float) -> tuple[
     raise SystemExit(f"empty Faust agent did not finish: {out.stderr[-2000:]}")
 
 
+def join_work_cpu(cfg: T.StreamsConfig, evs: list[object]) -> float:
+    """CPU seconds per pair of the worker's own per-event work, in this process without Kafka or Faust: decode
+    the Kafka record (``from_kafka``), join (state in a dict), enrich, Avro-encode the outputs. No state write,
+    no produce, no Faust: what every pair costs on top of the empty Faust agent, at the least."""
+    from inferlog.events import from_kafka, to_kafka
+    from schemas import AvroSerde
+    from streams import enrich
+    from streams.app import Emitter, MetadataTable
+    from streams.join import Joiner
+
+    msgs = [to_kafka(ev) for ev in evs]  # type: ignore[arg-type]
+    serdes = []
+    for topic, name in ((cfg.topic_records, "inference_record"), (cfg.topic_failures, "failure_signal")):
+        serde = AvroSerde.for_topic(cfg.registry_url, topic, name)
+        serde.register()
+        serdes.append(serde)
+    best = float("inf")
+    for _ in range(3):
+        state: dict[str, bytes] = {}
+        joiner = Joiner(state, pair_timeout_us=30_000_000, done_retention_us=3_600_000_000, tick_interval_us=60_000_000)
+        emitter = Emitter(cfg, serdes[0], serdes[1], MetadataTable(cfg))
+        c0 = time.thread_time()
+        for off, (_key, headers, value) in enumerate(msgs):
+            ev = from_kafka(headers, value)
+            side = enrich.Side(ev, 0, off, enrich.event_time_us(ev, 0))
+            emitter.messages(joiner.on_event(side), 0)
+        best = min(best, time.thread_time() - c0)
+    return best / (len(msgs) / 2)
+
+
 def time_worker(cfg: T.StreamsConfig, n: int, timeout_s: float) -> float:
     consumer = Consumer(
         {"bootstrap.servers": cfg.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4().hex}", "enable.auto.commit": False}
@@ -169,7 +199,8 @@ def main() -> None:
     scratch = f"t.bench.raw.{u}"
     ensure_topics(cfg, [TopicSpec(scratch, cfg.partitions)])
     t0 = time.monotonic()
-    T.produce(cfg, events(args.pairs))  # type: ignore[arg-type]
+    evs = events(args.pairs)
+    T.produce(cfg, evs)  # type: ignore[arg-type]
     print(f"preloaded {args.pairs} pairs ({2 * args.pairs} events, ~1 KiB bodies) in {time.monotonic() - t0:.1f}s")
     raw_s = asyncio.run(raw_loop(cfg, 2 * args.pairs, scratch))
     raw_rate = args.pairs / raw_s
@@ -192,6 +223,13 @@ def main() -> None:
             f"empty Faust agent (no work at all): {floor_rate:,.0f} pairs/s, {floor_cpu / args.pairs * 1e6:,.0f} µs "
             f"CPU/pair in the event-loop thread = {floor_rate / raw_rate:.2f} of raw; "
             f"streams worker = {rate / floor_rate:.2f} of the empty agent"
+        )
+        join_s = join_work_cpu(cfg, evs[: min(len(evs), 10_000)])
+        bound = 1 / (floor_cpu / args.pairs + join_s)
+        print(
+            f"the join's own work (decode, join, enrich, Avro; no Kafka, no state writes, no produce): "
+            f"{join_s * 1e6:,.0f} µs CPU/pair; with the empty agent's {floor_cpu / args.pairs * 1e6:,.0f} µs, one "
+            f"Faust worker on this machine is bound at {bound:,.0f} pairs/s = {bound / raw_rate:.2f} of raw"
         )
 
 
