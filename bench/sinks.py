@@ -14,7 +14,15 @@ Prints records/s and the ratio sink/ceiling, and the CPU the sink spent: its con
 (the Python work: decode, flatten, encode) and the whole process's (librdkafka's threads too), as records
 per CPU-second. The S3 ceiling is a few MB of compressed Parquet put in a handful of requests, so the S3
 ratio is bound by per-record CPU (mostly Avro decoding), not by the store: ``--steps`` (on by default for S3)
-prints µs/record of each CPU step on a sample, including the old row-dict path for comparison.
+prints µs/record of each CPU step on a sample, including the old row-dict path for comparison (and the
+same for the OpenSearch sink).
+
+Floors, measured in the same run for each sink: a bare confluent-kafka consumer with the sink's consumer
+settings reading the same records (fresh group, from the beginning, first to last record), once without and
+once with ``AvroSerde.decode_many`` of each value. No sink that consumes from Kafka can beat the first, and
+every sink decodes. Also printed: the CPU the store's server process (from ``inferlog stack status``) spent
+per record while the sink ran and during the ceiling: on a small shared machine the sink's own CPU competes
+with the store's.
 Needs the local stack (``inferlog stack start``).
 """
 
@@ -52,6 +60,31 @@ from tests.sinks_support import (
     produce_ticks,
     sink_config,
 )
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its descendants, from /proc."""
+    import os
+
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def server_cpu(stack: StackConfig, name: str) -> Callable[[], float]:
+    """A function giving the CPU seconds the stack's server ``name`` used so far (0.0 when not known)."""
+    from inferlog.stack import manager
+
+    pid = next((r["pid"] for r in manager.status(stack) if r["server"] == name and r["pid"]), None)
+    return (lambda: _tree_cpu_s(pid)) if pid else (lambda: 0.0)
 
 
 @dataclasses.dataclass
@@ -148,6 +181,90 @@ def steps_s3(cfg: SinkConfig, recs: list[dict]) -> None:
         print(f"    {name:<40} {us:7.1f}")
 
 
+@dataclasses.dataclass
+class Floor:
+    rate: float  # records/s, first record consumed to last record read (and decoded)
+    thread_cpu_s: float
+
+
+def floor(cfg: SinkConfig, group: str, n: int, *, decode: bool, raw_timestamps: bool) -> Floor:
+    """A bare consumer with the sink's consumer settings reading the same ``n`` records from the beginning
+    (fresh group): no batching, no write, no commit; ``decode``: also ``AvroSerde.decode_many`` of each
+    ``consume()`` result, as the sink does. Timed from the first record to the last, like the sink."""
+    from confluent_kafka import Consumer
+
+    from inferlog.kafka import consumer_config
+    from schemas import AvroSerde
+
+    serdes = {
+        t: AvroSerde.for_topic(cfg.registry_url, t, cfg.schema_for(t), timestamps_as_int=raw_timestamps)
+        for t in cfg.topics()
+    }
+    consumer = Consumer(consumer_config(cfg, group, **{"enable.partition.eof": False}))
+    consumer.subscribe(cfg.topics())
+    count, first, cpu0 = 0, 0.0, 0.0
+    deadline = time.monotonic() + 300
+    try:
+        while count < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"floor read {count} of {n} records")
+            msgs = consumer.consume(num_messages=1000, timeout=0.2)
+            if not msgs:
+                continue
+            if not first:
+                first, cpu0 = time.monotonic(), time.thread_time()
+            values = [v for m in msgs if m.error() is None and (v := m.value())]  # ticks have no value
+            if decode and values:
+                decoded = serdes[str(msgs[0].topic())].decode_many(values)  # one topic in the bench
+                assert not isinstance(decoded[-1], Exception), decoded[-1]
+            count += len(values)
+        return Floor(count / (time.monotonic() - first), time.thread_time() - cpu0)
+    finally:
+        consumer.close()
+
+
+def floors(cfg: SinkConfig, n: int, raw_timestamps: bool) -> tuple[Floor, Floor]:
+    g = cfg.group_for("sink")
+    return (
+        floor(cfg, f"{g}-floor-consume", n, decode=False, raw_timestamps=raw_timestamps),
+        floor(cfg, f"{g}-floor-decode", n, decode=True, raw_timestamps=raw_timestamps),
+    )
+
+
+def steps_opensearch(cfg: SinkConfig, recs: list[dict]) -> None:
+    """µs/record of each CPU step of the OpenSearch sink on ``recs`` (best of 3)."""
+    from schemas import AvroSerde
+    from sinks.flatten import record_time_us
+
+    serde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_records, "inference_record")
+    values = [serde.encode(r) for r in recs]
+    n = len(values)
+
+    def best(fn: Callable[[], Any]) -> tuple[float, Any]:
+        times, out = [], None
+        for _ in range(3):
+            c = time.process_time()
+            out = fn()
+            times.append(time.process_time() - c)
+        return min(times) / n * 1e6, out
+
+    rows: list[tuple[str, float]] = []
+    us, dec = best(lambda: serde.decode_many(values))
+    rows.append(("decode (AvroSerde.decode_many)", us))
+    us, times = best(lambda: [record_time_us(d) for d in dec])
+    rows.append(("record time", us))
+    batch = Batch(cfg.topic_records, 0, "inference_record")
+    for i, (d, t) in enumerate(zip(dec, times, strict=True)):
+        batch.add(Item(i, None, values[i], [], record=d, time_us=t), t)
+    us, prepared = best(lambda: prepare(cfg, batch))
+    rows.append(("prepare (documents + bulk lines)", us))
+    us, _ = best(lambda: [b"".join(p.lines for p in c) for c in chunks(prepared, cfg.bulk_bytes)])
+    rows.append(("bulk bodies (chunks + join)", us))
+    print(f"  opensearch CPU steps on {n} records (µs/record, best of 3):")
+    for name, us in rows:
+        print(f"    {name:<40} {us:7.1f}")
+
+
 def concurrently(fn: Callable[[Any], Any], items: list[Any], threads: int) -> float:
     """Seconds to call ``fn`` on every item from ``threads`` threads (in order with one)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -162,10 +279,12 @@ def concurrently(fn: Callable[[Any], Any], items: list[Any], threads: int) -> fl
     return time.monotonic() - started
 
 
-def bench_s3(cfg: SinkConfig, n: int, in_flight: int) -> tuple[Run, float]:
+def bench_s3(cfg: SinkConfig, n: int, in_flight: int, store: Callable[[], float]) -> tuple[Run, float, float, float]:
     s3 = make_client(cfg)
     s3.create_bucket(Bucket=cfg.s3_bucket)
+    c0 = store()
     run = run_sink(cfg, S3Sink(cfg), n, in_flight)
+    store_sink = store() - c0
     keys = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.s3_bucket, Prefix="bench/")
@@ -173,17 +292,24 @@ def bench_s3(cfg: SinkConfig, n: int, in_flight: int) -> tuple[Run, float]:
     ]
     blobs = [s3.get_object(Bucket=cfg.s3_bucket, Key=k)["Body"].read() for k in keys]
     puts = list(zip(keys, blobs, strict=True))
+    c0 = store()
     ceiling = n / concurrently(
         lambda kb: s3.put_object(Bucket=cfg.s3_bucket, Key="ceiling/" + kb[0], Body=kb[1]), puts, in_flight
     )
+    store_ceiling = store() - c0
     print(f"  s3: {len(keys)} objects, {sum(map(len, blobs)) / 1e6:.1f} MB")
-    return run, ceiling
+    return run, ceiling, store_sink, store_ceiling
 
 
-def bench_opensearch(cfg: SinkConfig, n: int, recs: list[dict], in_flight: int) -> tuple[Run, float]:
+def bench_opensearch(
+    cfg: SinkConfig, n: int, recs: list[dict], in_flight: int, store: Callable[[], float]
+) -> tuple[Run, float, float, float]:
+    """Sink run, ceiling rec/s, and the server's CPU seconds during each."""
     import datetime as dt
 
+    c0 = store()
     run = run_sink(cfg, OpenSearchSink(cfg), n, in_flight)
+    store_sink = store() - c0
     # the same documents, pre-serialized into bodies of bulk_bytes, for a fresh prefix with the same template
     ceiling_cfg = dataclasses.replace(cfg, index_prefix=cfg.index_prefix + "-ceiling")
     http = urllib3.PoolManager(retries=False, maxsize=max(1, in_flight))
@@ -203,13 +329,16 @@ def bench_opensearch(cfg: SinkConfig, n: int, recs: list[dict], in_flight: int) 
         )  # fmt: skip
         assert resp.status == 200 and not orjson.loads(resp.data)["errors"]
 
+    c0 = store()
+    c0 = store()
     ceiling = n / concurrently(post, bodies, in_flight)
+    store_ceiling = store() - c0
     print(f"  opensearch: {len(bodies)} bulk bodies, {sum(map(len, bodies)) / 1e6:.1f} MB")
     for prefix in (cfg.index_prefix, ceiling_cfg.index_prefix):
         http.request("DELETE", f"{cfg.opensearch_url}/{prefix}-records-*")
         for name in index_templates(dataclasses.replace(cfg, index_prefix=prefix)):
             http.request("DELETE", f"{cfg.opensearch_url}/_index_template/{name}")
-    return run, ceiling
+    return run, ceiling, store_sink, store_ceiling
 
 
 def main() -> int:
@@ -225,7 +354,7 @@ def main() -> int:
         help="writes in flight in the sink and concurrent requests of the ceiling (default: the sink's own "
         "max_in_flight; 0: the sink writes in its consume thread, the ceiling sends one request at a time)",
     )  # fmt: skip
-    ap.add_argument("--steps", type=int, default=5000, help="records for the S3 CPU step breakdown (0: skip)")
+    ap.add_argument("--steps", type=int, default=5000, help="records for the CPU step breakdowns (0: skip)")
     args = ap.parse_args()
 
     stack = load(StackConfig)
@@ -250,16 +379,22 @@ def main() -> int:
     if args.only in (None, "s3"):
         s3_cfg = dataclasses.replace(cfg, sink_group=f"bench-s3-{u}")
         n = S3Sink.max_in_flight if args.in_flight is None else args.in_flight
-        rows.append(("s3 (parquet)", n, *bench_s3(s3_cfg, args.records, n)))
+        run, ceiling, *store_cpu = bench_s3(s3_cfg, args.records, n, server_cpu(stack, "s3"))
+        rows.append(("s3 (parquet)", n, run, ceiling, store_cpu, floors(s3_cfg, args.records, S3Sink.raw_timestamps)))
     if args.only in (None, "opensearch"):
         os_cfg = dataclasses.replace(cfg, sink_group=f"bench-os-{u}")
         n = OpenSearchSink.max_in_flight if args.in_flight is None else args.in_flight
-        rows.append(("opensearch", n, *bench_opensearch(os_cfg, args.records, recs, n)))
-    if args.only in (None, "s3") and args.steps:
-        steps_s3(cfg, recs[: args.steps])
+        run, ceiling, *store_cpu = bench_opensearch(os_cfg, args.records, recs, n, server_cpu(stack, "opensearch"))
+        fl = floors(os_cfg, args.records, OpenSearchSink.raw_timestamps)
+        rows.append(("opensearch", n, run, ceiling, store_cpu, fl))
+    if args.steps:
+        if args.only in (None, "s3"):
+            steps_s3(cfg, recs[: args.steps])
+        if args.only in (None, "opensearch"):
+            steps_opensearch(cfg, recs[: args.steps])
     head = f"{'sink':<14} {'in flight':>9} {'sink rec/s':>12} {'ceiling rec/s':>14} {'ratio':>7}"
     print(f"\n{head} {'µs CPU/rec thread':>18} {'process':>8} {'rec/s per core':>15}")
-    for name, n, run, ceiling in rows:
+    for name, n, run, ceiling, _, _ in rows:
         t_us, p_us = run.thread_cpu_s / run.written * 1e6, run.process_cpu_s / run.written * 1e6
         print(
             f"{name:<14} {n:>9} {run.rate:>12,.0f} {ceiling:>14,.0f} {run.rate / ceiling:>7.2f} "
@@ -267,6 +402,23 @@ def main() -> int:
         )
     print("(in flight: sink writes in flight = concurrent ceiling requests; µs CPU/rec thread: the consume thread")
     print(" only, background writes are in 'process'; rec/s per core: records per CPU-second of the sink process)")
+    for name, _, run, ceiling, (store_sink, store_ceiling), (bare, dec) in rows:
+        print(f"{name}:")
+        print(
+            f"  store server CPU µs/rec: {store_sink / args.records * 1e6:.1f} while the sink ran, "
+            f"{store_ceiling / args.records * 1e6:.1f} during the ceiling (same machine: the sink's own CPU "
+            "competes with it)"
+        )
+        print(
+            f"  consume-only floor:   {bare.rate:>10,.0f} rec/s = {bare.rate / ceiling:5.2f} of the ceiling "
+            f"({bare.thread_cpu_s / args.records * 1e6:.1f} µs CPU/rec): no sink that consumes from Kafka can "
+            "exceed this"
+        )
+        print(
+            f"  consume+decode floor: {dec.rate:>10,.0f} rec/s = {dec.rate / ceiling:5.2f} of the ceiling "
+            f"({dec.thread_cpu_s / args.records * 1e6:.1f} µs CPU/rec): every sink decodes; "
+            f"the sink runs at {run.rate / dec.rate:.2f} of this"
+        )
     return 0
 
 
