@@ -36,7 +36,7 @@ import urllib3
 from inferlog.retry import Backoff, retry_sync
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
-from sinks.flatten import flatten
+from sinks.flatten import _PAYLOAD_KEYS
 from sinks.framework import Batch, Item, Rejected, Sink
 
 __all__ = ["BulkClient", "OpenSearchSink", "Prepared", "index_templates", "prepare"]
@@ -168,15 +168,122 @@ def _doc_id(schema_name: str, rec: dict[str, Any]) -> str:
     return str(rec["join_key"])
 
 
-def _truncate(doc: dict[str, Any], limit: int) -> None:
-    for side in ("request", "response"):
-        body = doc.get(f"{side}_body")
-        if body is None:
-            continue
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@lru_cache(maxsize=1 << 16)
+def _iso_second(s: int) -> str:
+    return (_EPOCH + dt.timedelta(seconds=s)).isoformat()[:-6]  # without "+00:00"
+
+
+def _date(value: Any) -> Any:
+    """A timestamp for the document: int epoch microseconds (decoded with ``timestamps_as_int``) become the
+    string orjson writes for the same tz-aware UTC datetime (``…T08:00:00.010000+00:00``, no fraction when
+    it is 0); datetimes and ``None`` stay as they are (orjson writes them)."""
+    if type(value) is not int:
+        return value
+    s, us = divmod(value, 1_000_000)
+    return f"{_iso_second(s)}.{us:06d}+00:00" if us else f"{_iso_second(s)}+00:00"
+
+
+def _body_text(raw: bytes) -> tuple[str, str]:
+    try:
+        return raw.decode("utf-8"), "utf8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def _payload_into(doc: dict[str, Any], side: str, p: dict[str, Any] | None, limit: int) -> bool | None:
+    """The columns of one payload (keys in :func:`~sinks.flatten.flatten_record` order), the body cut to
+    ``limit`` characters; returns whether it was cut (``None``: no body)."""
+    if p is None:
+        for key in _PAYLOAD_KEYS[side]:
+            doc[key] = None
+        return None
+    get = p.get
+    raw = get("body")
+    body = encoding = truncated = None
+    if raw is not None:
+        body, encoding = _body_text(raw)
         truncated = len(body) > limit  # chars, not bytes: cheap, and the limit only bounds index size
         if truncated:
-            doc[f"{side}_body"] = body[:limit]
-        doc[f"{side}_body_truncated"] = truncated
+            body = body[:limit]
+    k = _PAYLOAD_KEYS[side]
+    doc[k[0]] = get("ce_type")
+    doc[k[1]] = _date(get("time"))
+    doc[k[2]] = _date(get("recorded_time"))
+    doc[k[3]] = get("content_type")
+    doc[k[4]] = get("size")
+    doc[k[5]] = body
+    doc[k[6]] = encoding
+    doc[k[7]] = get("dataref")
+    doc[k[8]] = get("sha256")
+    doc[k[9]] = get("extensions") or {}
+    doc[k[10]] = get("partition")
+    doc[k[11]] = get("offset")
+    return truncated
+
+
+_RECORD_TOP = (
+    "join_key", "ce_id", "ce_source", "namespace", "isvc", "component", "endpoint", "status", "protocol",
+    "model_name", "model_version",
+)  # fmt: skip
+_FAILURE_TOP = (
+    "join_key", "ce_id", "namespace", "isvc", "component", "kind", "reason", "model_name", "model_version",
+    "protocol",
+)  # fmt: skip
+
+
+def record_document(rec: dict[str, Any], topic: str, partition: int, offset: int, limit: int) -> dict[str, Any]:
+    """The search document of one decoded ``InferenceRecord``: the columns of
+    :func:`~sinks.flatten.flatten_record` (same names, same order), then ``@timestamp``, ``doc_type`` and
+    ``*_body_truncated``; bodies cut to ``limit`` characters. Built in one pass, without copying the
+    record's maps (the JSON encoder reads them as they are)."""
+    get = rec.get
+    doc: dict[str, Any] = {name: get(name) for name in _RECORD_TOP}
+    event_time = doc["event_time"] = _date(rec["event_time"])
+    doc["latency_ms"] = get("latency_ms")
+    doc["instance_count"] = get("instance_count")
+    req_cut = _payload_into(doc, "request", get("request"), limit)
+    resp_cut = _payload_into(doc, "response", get("response"), limit)
+    doc["metadata"] = get("metadata") or {}
+    doc["annotations"] = get("annotations") or {}
+    doc["trace_id"] = get("trace_id")
+    doc["span_id"] = get("span_id")
+    doc["request_id"] = get("request_id")
+    doc["model_metadata"] = get("model_metadata") or {}
+    doc["error"] = get("error")
+    doc["kafka_topic"] = topic
+    doc["kafka_partition"] = partition
+    doc["kafka_offset"] = offset
+    doc["@timestamp"] = event_time
+    doc["doc_type"] = "record"
+    if req_cut is not None:
+        doc["request_body_truncated"] = req_cut
+    if resp_cut is not None:
+        doc["response_body_truncated"] = resp_cut
+    return doc
+
+
+def failure_document(rec: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
+    """The search document of one decoded ``FailureSignal`` (the columns of
+    :func:`~sinks.flatten.flatten_failure`, then ``@timestamp`` and ``doc_type``)."""
+    get = rec.get
+    doc: dict[str, Any] = {name: get(name) for name in _FAILURE_TOP}
+    event_time = doc["event_time"] = _date(rec["event_time"])
+    doc["detected_time"] = _date(get("detected_time"))
+    doc["trace_id"] = get("trace_id")
+    doc["request_id"] = get("request_id")
+    doc["metadata"] = get("metadata") or {}
+    doc["annotations"] = get("annotations") or {}
+    doc["source_partition"] = get("partition")
+    doc["source_offset"] = get("offset")
+    doc["kafka_topic"] = topic
+    doc["kafka_partition"] = partition
+    doc["kafka_offset"] = offset
+    doc["@timestamp"] = event_time
+    doc["doc_type"] = "failure"
+    return doc
 
 
 def _json_default(value: Any) -> Any:
@@ -194,23 +301,26 @@ class Prepared:
 
 
 def prepare(cfg: SinkConfig, batch: Batch) -> list[Prepared]:
-    """The batch's records as bulk ``index`` actions (deterministic bytes)."""
+    """The batch's records as bulk ``index`` actions (deterministic bytes). Timestamps may be datetimes or
+    int epoch microseconds (the sink decodes them as ints): the documents are the same."""
     out = []
+    failures = batch.schema_name == "failure_signal"
+    topic, partition, limit = batch.topic, batch.partition, cfg.index_body_max_bytes
+    dumps = orjson.dumps
     for item in batch.records:
         rec = item.record
         assert rec is not None
-        doc = flatten(batch.schema_name, rec, batch.topic, batch.partition, item.offset)
-        doc["@timestamp"] = doc["event_time"]
-        doc["doc_type"] = "failure" if batch.schema_name == "failure_signal" else "record"
-        _truncate(doc, cfg.index_body_max_bytes)
+        if failures:
+            doc = failure_document(rec, topic, partition, item.offset)
+        else:
+            doc = record_document(rec, topic, partition, item.offset, limit)
         index = (
             index_name(cfg, batch.schema_name, rec)
             if item.time_us is None
             else index_name_at(cfg, batch.schema_name, rec, item.time_us)
         )
-        action = {"index": {"_index": index, "_id": _doc_id(batch.schema_name, rec)}}
-        lines = orjson.dumps(action) + b"\n" + orjson.dumps(doc, default=_json_default) + b"\n"
-        out.append(Prepared(item, lines))
+        action = b'{"index":{"_index":' + dumps(index) + b',"_id":' + dumps(_doc_id(batch.schema_name, rec)) + b"}}\n"
+        out.append(Prepared(item, action + dumps(doc, default=_json_default) + b"\n"))
     return out
 
 
@@ -285,6 +395,7 @@ class OpenSearchSink(Sink):
     kind = "opensearch"
     stage = "indexed"
     deterministic_cuts = False  # documents do not depend on where batches are cut
+    raw_timestamps = True  # documents get the ISO strings from int micros (cheaper to decode, same bytes)
 
     ITEM_RETRY = Backoff(base_s=0.2, cap_s=5.0, attempts=6)
 

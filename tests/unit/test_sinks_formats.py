@@ -326,3 +326,62 @@ def test_cached_index_name_equals_index_name() -> None:
             rec = decoded(make_record(1, namespace=ns, t_us=t_us))
             for schema in ("inference_record", "failure_signal"):
                 assert index_name_at(cfg, schema, rec, record_time_us(rec)) == index_name(cfg, schema, rec)
+
+
+def reference_lines(cfg: SinkConfig, batch: Batch) -> list[bytes]:
+    """The bulk lines as the sink first built them: flatten() rows, then @timestamp, doc_type, truncation."""
+    import base64
+
+    from sinks.opensearch import index_name
+
+    out = []
+    for item in batch.records:
+        rec = item.record
+        assert rec is not None
+        doc = flatten(batch.schema_name, rec, batch.topic, batch.partition, item.offset)
+        doc["@timestamp"] = doc["event_time"]
+        doc["doc_type"] = "failure" if batch.schema_name == "failure_signal" else "record"
+        for side in ("request", "response"):
+            body = doc.get(f"{side}_body")
+            if body is not None:
+                doc[f"{side}_body_truncated"] = len(body) > cfg.index_body_max_bytes
+                doc[f"{side}_body"] = body[: cfg.index_body_max_bytes]
+        failure = batch.schema_name == "failure_signal"
+        _id = f"{rec['join_key']}#{rec.get('kind') or ''}" if failure else rec["join_key"]
+        action = {"index": {"_index": index_name(cfg, batch.schema_name, rec), "_id": _id}}
+        dumped = orjson.dumps(doc, default=lambda v: base64.b64encode(v).decode())
+        out.append(orjson.dumps(action) + b"\n" + dumped + b"\n")
+    return out
+
+
+def test_opensearch_documents_same_bytes_with_int_timestamps() -> None:
+    """prepare() builds documents in one pass and writes int timestamps as orjson writes the datetimes: the
+    bulk lines are byte for byte those of the flatten()-based build, whichever way the records were decoded."""
+    import datetime as dt
+
+    cfg = SinkConfig(index_prefix="il", index_body_max_bytes=16)
+    recs = [make_record(i, t_us=T0_US + i * 333_333 + (i % 3) * 5) for i in range(8)]
+    recs[0]["event_time"] = T0_US  # a whole second: no fraction
+    recs[1]["request"] = {**recs[1]["request"], "body": b"\xff\x00 not utf-8", "recorded_time": T0_US + 7}
+    recs[2]["response"] = None
+    recs[3]["request"] = {**recs[3]["request"], "body": None}
+    recs[4]["metadata"] = {"a": ["1", "2"], "b": []}
+    recs[5]["request"] = {**recs[5]["request"], "body": 'é"\\'.encode() * 20}
+    failures = [make_failure(i, kind="request_missing") for i in range(3)]
+    for schema, items in (("inference_record", recs), ("failure_signal", failures)):
+        with_datetimes = batch_of(items, schema)
+        for item in with_datetimes.items:  # decoded() leaves recorded_time as it is
+            for side in ("request", "response"):
+                p = (item.record or {}).get(side)
+                if p and p["recorded_time"] is not None:
+                    p["recorded_time"] = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(
+                        microseconds=p["recorded_time"]
+                    )
+        expected = reference_lines(cfg, with_datetimes)
+        assert [p.lines for p in prepare(cfg, with_datetimes)] == expected
+        with_ints = batch_of(items, schema)
+        for item in with_ints.items:
+            item.record = as_int_times(item.record)
+        assert [p.lines for p in prepare(cfg, with_ints)] == expected
+    doc = orjson.loads(prepare(cfg, batch_of(recs[:1]))[0].lines.splitlines()[1])
+    assert doc["event_time"] == "2024-05-01T08:00:00+00:00" and doc["request_time"] == doc["event_time"]
