@@ -20,9 +20,12 @@ same for the OpenSearch sink).
 Floors, measured in the same run for each sink: a bare confluent-kafka consumer with the sink's consumer
 settings reading the same records (fresh group, from the beginning, first to last record), once without and
 once with ``AvroSerde.decode_many`` of each value. No sink that consumes from Kafka can beat the first, and
-every sink decodes. Also printed: the CPU the store's server process (from ``inferlog stack status``) spent
-per record while the sink ran and during the ceiling: on a small shared machine the sink's own CPU competes
-with the store's.
+every sink decodes. Also printed, per record, for the sink's run (first record to last write) and for the
+ceiling: the CPU of the sink process or the ceiling's client, of the store's server and of the Kafka broker
+(their pids from ``inferlog stack status``, /proc) and of the whole machine (other users included). On a small
+machine the sink, Kafka and the store share the cores: when the ceiling saturates them, the sink can reach at
+most (client + store + Kafka CPU per record of the ceiling) / (the same of the sink's run) of it, printed as
+the co-location bound.
 Needs the local stack (``inferlog stack start``).
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -64,7 +68,6 @@ from tests.sinks_support import (
 
 def _tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of process ``pid`` and its descendants, from /proc."""
-    import os
 
     total, todo = 0.0, [pid]
     while todo:
@@ -87,15 +90,53 @@ def server_cpu(stack: StackConfig, name: str) -> Callable[[], float]:
     return (lambda: _tree_cpu_s(pid)) if pid else (lambda: 0.0)
 
 
+def _machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores, from /proc/stat)."""
+
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+CPUS = os.cpu_count() or 1
+
+
+@dataclasses.dataclass
+class Usage:
+    """CPU seconds spent during one phase (the sink's run or the ceiling)."""
+
+    wall_s: float
+    machine_s: float  # every process on the machine (other users' too)
+    own_s: float  # this process: the sink, or the ceiling's client
+    store_s: float  # the store's server
+    kafka_s: float  # the Kafka broker
+
+
+class Meter:
+    """Reads the CPU counters of a phase: ``start = meter.read()`` … ``meter.since(start)``."""
+
+    def __init__(self, stack: StackConfig, store: str) -> None:
+        self.store, self.kafka = server_cpu(stack, store), server_cpu(stack, "kafka")
+
+    def read(self) -> tuple[float, ...]:
+        return time.monotonic(), _machine_busy_s(), time.process_time(), self.store(), self.kafka()
+
+    def since(self, start: tuple[float, ...]) -> Usage:
+        return Usage(*(b - a for a, b in zip(start, self.read(), strict=True)))
+
+
 @dataclasses.dataclass
 class Run:
     rate: float  # records/s, first record consumed to last write
     written: int
     thread_cpu_s: float  # CPU of the sink's consume thread
     process_cpu_s: float  # CPU of the whole process while the sink ran (librdkafka threads included)
+    usage: Usage  # CPU used from the first record to the last write (the store's, Kafka's, the machine's)
 
 
-def run_sink(cfg: SinkConfig, sink: Sink, n: int, in_flight: int) -> Run:
+def run_sink(cfg: SinkConfig, sink: Sink, n: int, in_flight: int, meter: Meter) -> Run:
     """Run ``sink`` until it wrote ``n`` records and its group caught up."""
     runner = SinkRunner(cfg, sink, max_in_flight=in_flight)
     stop, errors, cpu = threading.Event(), [], []
@@ -113,7 +154,10 @@ def run_sink(cfg: SinkConfig, sink: Sink, n: int, in_flight: int) -> Run:
     thread = threading.Thread(target=target, name="bench-sink", daemon=True)
     thread.start()
     # cheap in-process condition first: polling the group's offsets costs CPU the sink competes for
+    wait_until(lambda: bool(errors) or runner.stats.first_record_at > 0, timeout_s=120, interval_s=0.02, what="first")
+    start = meter.read()  # the CPU counters from the first record to the last write (within a poll interval)
     wait_until(lambda: bool(errors) or runner.stats.written >= n, timeout_s=600, interval_s=0.05, what="written")
+    usage = meter.since(start)
     wait_until(
         lambda: bool(errors) or group_caught_up(cfg, runner.group, cfg.topics()), timeout_s=600, what="caught up"
     )
@@ -123,7 +167,7 @@ def run_sink(cfg: SinkConfig, sink: Sink, n: int, in_flight: int) -> Run:
     if errors:
         raise errors[0]
     st = runner.stats
-    return Run(st.written / (st.last_write_at - st.first_record_at), st.written, cpu[0], proc)
+    return Run(st.written / (st.last_write_at - st.first_record_at), st.written, cpu[0], proc, usage)
 
 
 def steps_s3(cfg: SinkConfig, recs: list[dict]) -> None:
@@ -280,12 +324,10 @@ def concurrently(fn: Callable[[Any], Any], items: list[Any], threads: int) -> fl
     return time.monotonic() - started
 
 
-def bench_s3(cfg: SinkConfig, n: int, in_flight: int, store: Callable[[], float]) -> tuple[Run, float, float, float]:
+def bench_s3(cfg: SinkConfig, n: int, in_flight: int, meter: Meter) -> tuple[Run, float, Usage, Usage]:
     s3 = make_client(cfg)
     s3.create_bucket(Bucket=cfg.s3_bucket)
-    c0 = store()
-    run = run_sink(cfg, S3Sink(cfg), n, in_flight)
-    store_sink = store() - c0
+    run = run_sink(cfg, S3Sink(cfg), n, in_flight, meter)
     keys = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.s3_bucket, Prefix="bench/")
@@ -293,22 +335,20 @@ def bench_s3(cfg: SinkConfig, n: int, in_flight: int, store: Callable[[], float]
     ]
     blobs = [s3.get_object(Bucket=cfg.s3_bucket, Key=k)["Body"].read() for k in keys]
     puts = list(zip(keys, blobs, strict=True))
-    c0 = store()
+    c0 = meter.read()
     ceiling = n / concurrently(
         lambda kb: s3.put_object(Bucket=cfg.s3_bucket, Key="ceiling/" + kb[0], Body=kb[1]), puts, in_flight
     )
-    store_ceiling = store() - c0
+    store_ceiling = meter.since(c0)
     print(f"  s3: {len(keys)} objects, {sum(map(len, blobs)) / 1e6:.1f} MB")
-    return run, ceiling, store_sink, store_ceiling
+    return run, ceiling, run.usage, store_ceiling
 
 
 def bench_opensearch(
-    cfg: SinkConfig, n: int, recs: list[dict], in_flight: int, store: Callable[[], float]
-) -> tuple[Run, float, float, float]:
-    """Sink run, ceiling rec/s, and the server's CPU seconds during each."""
-    c0 = store()
-    run = run_sink(cfg, OpenSearchSink(cfg), n, in_flight)
-    store_sink = store() - c0
+    cfg: SinkConfig, n: int, recs: list[dict], in_flight: int, meter: Meter
+) -> tuple[Run, float, Usage, Usage]:
+    """Sink run, ceiling rec/s, and the CPU used during each."""
+    run = run_sink(cfg, OpenSearchSink(cfg), n, in_flight, meter)
     # the same documents, pre-serialized into bodies of bulk_bytes, for a fresh prefix with the same template
     ceiling_cfg = dataclasses.replace(cfg, index_prefix=cfg.index_prefix + "-ceiling")
     http = urllib3.PoolManager(retries=False, maxsize=max(1, in_flight))
@@ -327,16 +367,15 @@ def bench_opensearch(
         )  # fmt: skip
         assert resp.status == 200 and not orjson.loads(resp.data)["errors"]
 
-    c0 = store()
-    c0 = store()
+    c0 = meter.read()
     ceiling = n / concurrently(post, bodies, in_flight)
-    store_ceiling = store() - c0
+    store_ceiling = meter.since(c0)
     print(f"  opensearch: {len(bodies)} bulk bodies, {sum(map(len, bodies)) / 1e6:.1f} MB")
     for prefix in (cfg.index_prefix, ceiling_cfg.index_prefix):
         http.request("DELETE", f"{cfg.opensearch_url}/{prefix}-records-*")
         for name in index_templates(dataclasses.replace(cfg, index_prefix=prefix)):
             http.request("DELETE", f"{cfg.opensearch_url}/_index_template/{name}")
-    return run, ceiling, store_sink, store_ceiling
+    return run, ceiling, run.usage, store_ceiling
 
 
 def main() -> int:
@@ -377,14 +416,14 @@ def main() -> int:
     if args.only in (None, "s3"):
         s3_cfg = dataclasses.replace(cfg, sink_group=f"bench-s3-{u}")
         n = S3Sink.max_in_flight if args.in_flight is None else args.in_flight
-        run, ceiling, *store_cpu = bench_s3(s3_cfg, args.records, n, server_cpu(stack, "s3"))
+        run, ceiling, *store_cpu = bench_s3(s3_cfg, args.records, n, Meter(stack, "s3"))
         rows.append(
             ("s3 (parquet)", n, run, ceiling, store_cpu, floors(s3_cfg, args.records, S3Sink(s3_cfg).raw_timestamps))
         )
     if args.only in (None, "opensearch"):
         os_cfg = dataclasses.replace(cfg, sink_group=f"bench-os-{u}")
         n = OpenSearchSink.max_in_flight if args.in_flight is None else args.in_flight
-        run, ceiling, *store_cpu = bench_opensearch(os_cfg, args.records, recs, n, server_cpu(stack, "opensearch"))
+        run, ceiling, *store_cpu = bench_opensearch(os_cfg, args.records, recs, n, Meter(stack, "opensearch"))
         fl = floors(os_cfg, args.records, OpenSearchSink(os_cfg).raw_timestamps)
         rows.append(("opensearch", n, run, ceiling, store_cpu, fl))
     if args.steps:
@@ -404,10 +443,18 @@ def main() -> int:
     print(" only, background writes are in 'process'; rec/s per core: records per CPU-second of the sink process)")
     for name, _, run, ceiling, (store_sink, store_ceiling), (bare, dec) in rows:
         print(f"{name}:")
+        for phase, u, own in (("sink run", store_sink, "sink"), ("ceiling", store_ceiling, "client")):
+            per = args.records / 1e6
+            print(
+                f"  CPU µs/rec during the {phase + ':':<10} {own} {u.own_s / per:6.1f}, store {u.store_s / per:6.1f}, "
+                f"kafka {u.kafka_s / per:5.1f}, machine {u.machine_s / per:6.1f} "
+                f"(busy {u.machine_s / u.wall_s / CPUS:4.0%} of {CPUS} cores)"
+            )
+        stack_sink = store_sink.own_s + store_sink.store_s + store_sink.kafka_s
+        stack_ceiling = store_ceiling.own_s + store_ceiling.store_s + store_ceiling.kafka_s
         print(
-            f"  store server CPU µs/rec: {store_sink / args.records * 1e6:.1f} while the sink ran, "
-            f"{store_ceiling / args.records * 1e6:.1f} during the ceiling (same machine: the sink's own CPU "
-            "competes with it)"
+            f"  co-location bound: {stack_ceiling / stack_sink:.2f} of the ceiling (sink, store and Kafka share the "
+            "cores: with the ceiling's CPU saturated, the sink's own CPU per record is taken from the store)"
         )
         print(
             f"  consume-only floor:   {bare.rate:>10,.0f} rec/s = {bare.rate / ceiling:5.2f} of the ceiling "
