@@ -454,7 +454,7 @@ def main() -> int:
         stack_ceiling = store_ceiling.own_s + store_ceiling.store_s + store_ceiling.kafka_s
         print(
             f"  co-location bound: {stack_ceiling / stack_sink:.2f} of the ceiling (sink, store and Kafka share the "
-            "cores: with the ceiling's CPU saturated, the sink's own CPU per record is taken from the store)"
+            "cores: if the ceiling saturated them, the sink cannot exceed this)"
         )
         print(
             f"  consume-only floor:   {bare.rate:>10,.0f} rec/s = {bare.rate / ceiling:5.2f} of the ceiling "
