@@ -28,7 +28,7 @@ from inferlog.events import EventError, from_kafka
 from inferlog.keys import split_join_key
 from inferlog.scan import ScanError, ScanRange, scan
 from schemas import AvroSerde
-from schemas.wire import tick_time_us
+from schemas.wire import record_id, tick_time_us
 
 Model = tuple[str, str]
 
@@ -136,7 +136,11 @@ def reconcile(
         out.model(ns, isvc).dead_lettered += 1
         dead_keys[(msg.key or b"").decode(errors="replace")] += 1
 
-    record_keys: set[str] = set()
+    # A record's identity (schemas.wire.record_id): the join key, or ``<join key>#<n>`` for the n-th record of
+    # a reused id; the archive is matched by the records' Kafka coordinates.
+    record_ids: set[str] = set()
+    joined_keys: set[str] = set()
+    record_at: dict[tuple[int, int], str] = {}
     serde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_records, "inference_record")
     for msg in _maybe_scan(cfg, cfg.topic_records, ScanRange()):
         if tick_time_us(msg.headers) is not None or not msg.value:
@@ -144,13 +148,15 @@ def reconcile(
         rec = serde.decode(msg.value)
         if namespace and rec["namespace"] != namespace:
             continue
-        key = rec["join_key"]
-        if key in record_keys:
+        rid = record_id(rec["join_key"], msg.headers)
+        if rid in record_ids:
             out.model(rec["namespace"], rec["isvc"]).duplicate_records += 1
             continue
-        if key not in event_keys:
+        if rec["join_key"] not in event_keys:
             continue  # outside the scanned range of events
-        record_keys.add(key)
+        record_ids.add(rid)
+        joined_keys.add(rec["join_key"])
+        record_at[(msg.partition, msg.offset)] = rid
         c = out.model(rec["namespace"], rec["isvc"])
         status = rec["status"]
         if status == "complete":
@@ -169,12 +175,12 @@ def reconcile(
             out.model(rec["namespace"], rec["isvc"]).failures += 1
 
     for key, n in event_keys.items():
-        if key not in record_keys:
+        if key not in joined_keys:
             ns, isvc = _model_of_key(key.encode())
             out.model(ns, isvc).pending += max(0, n - dead_keys.get(key, 0))
 
-    _count_archive(cfg, out, record_keys, archive_prefix)
-    _count_index(cfg, out, record_keys, index_prefix)
+    _count_archive(cfg, out, record_at, archive_prefix)
+    _count_index(cfg, out, record_ids, index_prefix)
     return out
 
 
@@ -186,17 +192,26 @@ def _maybe_scan(cfg: CommonConfig, topic: str, rng: ScanRange) -> Any:
             raise
 
 
-def _count_archive(cfg: CommonConfig, out: Reconciliation, keys: set[str], prefix: str | None) -> None:
+def _count_archive(
+    cfg: CommonConfig, out: Reconciliation, record_at: dict[tuple[int, int], str], prefix: str | None
+) -> None:
+    """Distinct records of the records topic (by their Kafka partition and offset) found in the archive."""
     from inferlog.analytics import read_archive
 
     try:
-        table = read_archive(cfg, prefix=prefix, columns=["join_key"])
+        table = read_archive(cfg, prefix=prefix, columns=["kafka_partition", "kafka_offset"])
     except Exception as exc:  # no archive yet, or the store is down: say so, do not fail the report
         out.archive_error = str(exc)[:300]
         return
-    for key in set(table.column("join_key").to_pylist()):
-        if key in keys:
-            out.model(*_model_of_key(key.encode())).archived += 1
+    found = {
+        record_at[at]
+        for at in zip(
+            table.column("kafka_partition").to_pylist(), table.column("kafka_offset").to_pylist(), strict=True
+        )
+        if at in record_at
+    }
+    for rid in found:
+        out.model(*_model_of_key(rid.encode())).archived += 1
 
 
 def _count_index(cfg: CommonConfig, out: Reconciliation, keys: set[str], prefix: str) -> None:

@@ -34,6 +34,7 @@ import orjson
 import urllib3
 
 from inferlog.retry import Backoff, retry_sync
+from schemas.wire import record_id
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
 from sinks.flatten import _PAYLOAD_KEYS
@@ -162,10 +163,14 @@ def index_name_at(cfg: SinkConfig, schema_name: str, rec: dict[str, Any], t_us: 
     return _index_for_day(cfg.index_prefix, schema_name, rec.get("namespace") or "", t_us // _DAY_US)
 
 
-def _doc_id(schema_name: str, rec: dict[str, Any]) -> str:
+def _doc_id(schema_name: str, rec: dict[str, Any], headers: list[tuple[str, bytes]] | None = None) -> str:
+    """``_id`` = the record's identity (:func:`schemas.wire.record_id`): the join key, or ``<join key>#<n>`` for
+    the n-th record of a reused id, so that a retried inference does not overwrite its failed attempt. A
+    failure signal's ``_id`` adds its kind."""
+    rid = record_id(str(rec["join_key"]), headers)
     if schema_name == "failure_signal":
-        return f"{rec['join_key']}#{rec.get('kind') or ''}"
-    return str(rec["join_key"])
+        return f"{rid}#{rec.get('kind') or ''}"
+    return rid
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -319,7 +324,13 @@ def prepare(cfg: SinkConfig, batch: Batch) -> list[Prepared]:
             if item.time_us is None
             else index_name_at(cfg, batch.schema_name, rec, item.time_us)
         )
-        action = b'{"index":{"_index":' + dumps(index) + b',"_id":' + dumps(_doc_id(batch.schema_name, rec)) + b"}}\n"
+        action = (
+            b'{"index":{"_index":'
+            + dumps(index)
+            + b',"_id":'
+            + dumps(_doc_id(batch.schema_name, rec, item.headers))
+            + b"}}\n"
+        )
         out.append(Prepared(item, action + dumps(doc, default=_json_default) + b"\n"))
     return out
 

@@ -40,7 +40,7 @@ from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, EventError, from_kafka
 from inferlog.kafka import aiokafka_security
 from inferlog.retry import Backoff, retry_sync
 from schemas import AvroSerde
-from schemas.wire import TICK_HEADER
+from schemas.wire import TICK_HEADER, ordinal_headers
 from streams import enrich
 from streams.config import StreamsConfig
 from streams.join import Duplicate, Joiner, Orphan, Outcome, Paired, Tick
@@ -204,10 +204,11 @@ class Emitter:
                 part = o.side.partition
             key = o.key.encode()
             ts = built.record["event_time"]
-            out.append((self.cfg.topic_records, key, self.record_serde.encode(built.record), part, ts, None))
+            hdrs = ordinal_headers(o.ordinal)  # a reused id's later records: their identity in the sinks
+            out.append((self.cfg.topic_records, key, self.record_serde.encode(built.record), part, ts, hdrs))
             for f in built.failures:
                 FAILURES.labels(kind=f["kind"]).inc()
-                out.append((self.cfg.topic_failures, key, self.failure_serde.encode(f), part, ts, None))
+                out.append((self.cfg.topic_failures, key, self.failure_serde.encode(f), part, ts, hdrs))
         return out
 
 

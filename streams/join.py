@@ -9,9 +9,18 @@ caller that *reuses* an id for a new inference still gets its own pair.
 Rules (all decisions are functions of the input events in partition order, never of the wall clock):
 
 - **Pairing.** A side whose fingerprint is pending or done is a duplicate and is dropped. Otherwise it pairs
-  with a pending side of the other type: a response takes the oldest pending request with time <= its own
+  with a pending side of the other type: a response takes the *latest* pending request with time <= its own
   (else the oldest request); a request takes the oldest pending response with time >= its own (else the
   oldest). The pair is emitted once; both fingerprints become *done*. Without a partner the side is stored.
+  Why the latest request: an id is reused above all by retries (Knative redelivers a CloudEvent with the same
+  ``Ce-Id`` after a failure; clients and meshes retry with the same id), and KServe logs no response for the
+  failed attempt, so the response belongs to the last attempt before it; the earlier attempt expires as
+  ``request_only``, which is what happened to it.
+- **Record ordinal.** Each record emitted for a key (pair or orphan) gets an ordinal, counted in the entry
+  while the key is remembered (until its last done fingerprint is forgotten): the first record of a key is
+  ordinal 1; a reused id's later records are 2, 3, ... and carry it in a header
+  (:data:`schemas.wire.ORDINAL_HEADER`), so that the sinks (OpenSearch ``_id``) keep every inference
+  instead of the last one.
 - **Watermark.** Each source partition has an event-time watermark ``W`` = the maximum event time seen on it
   (``Ce-Time``, else the Kafka timestamp). It only grows.
 - **Expiry.** A pending side expires when ``W >= time + pair_timeout``: it is emitted alone
@@ -66,6 +75,12 @@ class Entry:
     partition: int
     pending: list[_Pending] = field(default_factory=list)
     done: dict[str, int] = field(default_factory=dict)  # fingerprint -> forget at (event time, µs)
+    emitted: int = 0  # records emitted for this key while it is remembered (the last one's ordinal)
+
+    def ordinal(self) -> int:
+        """The ordinal of the record about to be emitted for this key (counts it)."""
+        self.emitted += 1
+        return self.emitted
 
     def next_due(self) -> int | None:
         dues = [p.deadline for p in self.pending] + list(self.done.values())
@@ -89,7 +104,10 @@ class Entry:
                 }
             )
             bodies.append(ev.data)
-        head = orjson.dumps({"s": sides, "d": self.done})
+        head_obj: dict[str, object] = {"s": sides, "d": self.done}
+        if self.emitted:
+            head_obj["e"] = self.emitted
+        head = orjson.dumps(head_obj)
         return _HEAD.pack(self.partition, len(head)) + head + b"".join(bodies)
 
     @classmethod
@@ -104,7 +122,8 @@ class Entry:
                 pos += s["n"]
                 ev = from_attributes(s["a"], data, s["ct"])
                 pending.append(_Pending(Side(ev, s["p"], s["o"], s["t"]), s["f"], s["d"]))
-            return cls(partition, pending, {str(k): int(v) for k, v in head["d"].items()})
+            done = {str(k): int(v) for k, v in head["d"].items()}
+            return cls(partition, pending, done, int(head.get("e", 0)))
         except Exception as exc:
             raise StateError(f"undecodable join-state entry: {exc}") from exc
 
@@ -118,6 +137,7 @@ class Paired:
     key: str
     request: Side
     response: Side
+    ordinal: int = 1  # the n-th record of this key (> 1: a reused id)
 
     @property
     def detected_us(self) -> int:
@@ -131,6 +151,7 @@ class Orphan:
     key: str
     side: Side
     detected_us: int  # its deadline
+    ordinal: int = 1  # the n-th record of this key (> 1: a reused id)
 
 
 @dataclass(frozen=True)
@@ -240,7 +261,7 @@ class Joiner:
             else:
                 entry.pending.remove(partner)
                 req, resp = (side, partner.side) if side.is_request else (partner.side, side)
-                pair = Paired(key, req, resp)
+                pair = Paired(key, req, resp, entry.ordinal())
                 forget_at = pair.detected_us + self.done_retention_us
                 entry.done[fp] = forget_at
                 entry.done[partner.fp] = forget_at
@@ -262,11 +283,15 @@ class Joiner:
         others = [p for p in entry.pending if p.side.is_request != side.is_request]
         if not others:
             return None
+
+        def order(p: _Pending) -> tuple[int, int]:
+            return (p.side.time_us, p.side.offset)
+
         if side.is_request:
             fitting = [p for p in others if p.side.time_us >= side.time_us]
-        else:
-            fitting = [p for p in others if p.side.time_us <= side.time_us]
-        return min(fitting or others, key=lambda p: (p.side.time_us, p.side.offset))
+            return min(fitting or others, key=order)
+        fitting = [p for p in others if p.side.time_us <= side.time_us]
+        return max(fitting, key=order) if fitting else min(others, key=order)
 
     def _advance(self, partition: int, part: _Part, to_us: int) -> list[Outcome]:
         if part.watermark is not None and to_us <= part.watermark:
@@ -284,7 +309,7 @@ class Joiner:
             for p in expired:
                 entry.pending.remove(p)
                 entry.done[p.fp] = p.deadline + self.done_retention_us
-                orphans.append(Orphan(key, p.side, p.deadline))
+                orphans.append(Orphan(key, p.side, p.deadline, entry.ordinal()))
                 changed = True
             for fp, forget_at in list(entry.done.items()):
                 if forget_at <= to_us:

@@ -21,6 +21,7 @@ from inferlog.keys import partition_for
 from inferlog.retry import wait_until
 from schemas import AvroSerde
 from schemas.serde import RegistryClient, SchemaError, load_schema
+from schemas.wire import record_id
 from streams import testing as T
 from streams.config import StreamsConfig
 
@@ -175,6 +176,10 @@ def test_duplicates_dropped_and_reused_ids_paired_separately(scenario: dict[str,
     reuse = sorted(got["reuse"], key=lambda r: r["event_time"])
     assert [r["request"]["offset"] < r["response"]["offset"] for r in reuse] == [True, True]
     assert reuse[0]["latency_ms"] == reuse[1]["latency_ms"] == 20.0  # not crossed with the other pair
+    # Same Kafka key (co-partitioned), distinct identities in the sinks: the second carries its ordinal.
+    recs = [r for r in keyed(scenario["recs"]) if r.key and r.key.endswith(b"/reuse")]
+    ids = sorted(record_id(r.key.decode(), list(r.headers.items())) for r in recs if r.key)
+    assert ids == sorted([recs[0].key.decode(), f"{recs[0].key.decode()}#2"])
 
 
 def test_enrichment_v2_model_and_trace(scenario: dict[str, Any]) -> None:

@@ -257,6 +257,25 @@ def test_opensearch_documents_index_names_and_ids() -> None:
     assert props["join_key"] == {"type": "keyword"} and props["metadata"] == {"type": "flat_object"}
 
 
+def test_a_reused_ids_later_records_get_their_own_document_ids() -> None:
+    """The streams app marks a reused id's n-th record with the ordinal header: ``_id`` = ``<join key>#<n>``,
+    so the retried inference and its failed attempt are two documents (not one overwriting the other)."""
+    from schemas.wire import ordinal_headers
+
+    cfg = SinkConfig(index_prefix="il")
+    batch = Batch("recs", 3, "inference_record")
+    for offset, ordinal in enumerate([1, 2]):
+        rec = decoded(make_record(1))
+        item = Item(offset, rec["join_key"].encode(), b"x", ordinal_headers(ordinal) or [], record=rec)
+        batch.add(item, record_time_us(rec))
+    ids = [orjson.loads(p.lines.splitlines()[0])["index"]["_id"] for p in prepare(cfg, batch)]
+    assert ids == ["team-a/iris/predictor/id-000001", "team-a/iris/predictor/id-000001#2"]
+    failures = Batch("fails", 3, "failure_signal")
+    failures.add(Item(0, None, b"x", ordinal_headers(2) or [], record=decoded(make_failure(1))), None)
+    (f,) = prepare(cfg, failures)
+    assert orjson.loads(f.lines.splitlines()[0])["index"]["_id"] == "team-a/iris/predictor/id-000001#2#response_missing"
+
+
 def test_bulk_chunks_respect_the_byte_limit() -> None:
     cfg = SinkConfig()
     prepared = prepare(cfg, batch_of([make_record(i) for i in range(10)]))

@@ -65,6 +65,41 @@ def test_reused_id_gets_its_own_pair() -> None:
     assert [(p.request.event, p.response.event) for p in pairs] == [(r1, s1), (r2, s2)]
 
 
+def test_retry_after_a_failed_attempt_pairs_the_response_with_the_last_attempt() -> None:
+    # Knative redelivers with the same Ce-Id after a failure; KServe logged no response for the failed attempt.
+    j = joiner()
+    r1, _ = pair("retried", BASE_US)
+    r2, s2 = pair("retried", BASE_US + 2 * S)
+    out = []
+    for i, ev in enumerate([r1, r2, s2]):
+        out += j.on_event(side(ev, i))
+    pairs = [o for o in out if isinstance(o, Paired)]
+    assert [(p.request.event, p.response.event) for p in pairs] == [(r2, s2)]
+    assert pairs[0].ordinal == 1  # the first record of the key
+    late = event("other", "request", BASE_US + 31 * S)
+    orphans = [o for o in j.on_event(side(late, 3)) if isinstance(o, Orphan)]
+    assert [o.side.event for o in orphans] == [r1]  # the failed attempt is the one without a response
+    assert orphans[0].ordinal == 2  # a record of its own in the sinks (schemas.wire.record_id)
+
+
+def test_reused_id_records_get_ordinals_until_the_key_is_forgotten() -> None:
+    store: dict[str, bytes] = {}
+    j = joiner(store)
+    keys: list[tuple[str, int]] = []
+
+    def send(ce_id: str, start: int, offset: int) -> None:
+        for k, ev in enumerate(pair(ce_id, start)):
+            keys.extend((o.key, o.ordinal) for o in j.on_event(side(ev, offset + k)) if isinstance(o, Paired))
+
+    send("same", BASE_US, 0)
+    j = joiner(store)  # a restarted worker reads the count back from the store
+    send("same", BASE_US + 5 * S, 2)
+    send("other", BASE_US + 100 * S, 4)  # the watermark passes the done retention (30 s): "same" is forgotten
+    send("same", BASE_US + 101 * S, 6)
+    same = keys[0][0]
+    assert keys == [(same, 1), (same, 2), (keys[2][0], 1), (same, 1)]
+
+
 def test_missing_response_expires_by_event_time_with_deadline_as_detected_time() -> None:
     j = joiner()
     req = event("lonely", "request", BASE_US, b'{"instances": [1]}')
