@@ -188,15 +188,35 @@ def from_attributes(attrs: Mapping[str, str], data: bytes, datacontenttype: str 
     )
 
 
+# Kafka header name -> attribute name (_CONTENT_TYPE for content-type, None for a header that is not part of
+# the event); bounded, since extension names come from callers.
+_HEADER_ATTR: dict[str, str | None] = {}
+_HEADER_ATTR_MAX = 4096
+_CONTENT_TYPE = "\x00content-type"  # not an attribute name
+
+
+def _header_attr(name: str) -> str | None:
+    attr = _HEADER_ATTR.get(name, 0)
+    if attr != 0:
+        return attr  # type: ignore[return-value]
+    low = name.lower()
+    attr = low[3:] if low.startswith("ce_") else (_CONTENT_TYPE if low == "content-type" else None)
+    if len(_HEADER_ATTR) < _HEADER_ATTR_MAX:
+        _HEADER_ATTR[name] = attr
+    return attr
+
+
 def from_kafka(headers: Sequence[tuple[str, bytes | None]] | None, value: bytes | None) -> LoggedEvent:
     """Parse a record of ``inferlog.events``; raises :class:`EventError` naming a bad attribute."""
     attrs: dict[str, str] = {}
     content_type: str | None = None
     for name, raw in headers or ():
-        text = (raw or b"").decode("utf-8", errors="replace")
-        low = name.lower()
-        if low.startswith("ce_"):
-            attrs[low[3:]] = text
-        elif low == "content-type":
+        attr = _header_attr(name)
+        if attr is None:
+            continue
+        text = raw.decode("utf-8", errors="replace") if raw else ""
+        if attr is _CONTENT_TYPE:
             content_type = text
+        else:
+            attrs[attr] = text
     return from_attributes(attrs, value or b"", content_type)

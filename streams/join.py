@@ -55,6 +55,7 @@ from streams.errors import StateError
 
 _HEAD = struct.Struct(">HI")
 WM_PREFIX = "\x00wm/"
+_DECODED_MAX = 20_000  # decoded entries kept (pending ones hold their bodies)
 
 
 def fingerprint(side: Side) -> str:
@@ -197,10 +198,16 @@ class Joiner:
         self.tick_interval_us = tick_interval_us
         self.parts: dict[int, _Part] = {}
         self._loaded = False
+        # The Entry last written per key, with the exact bytes object written: when the store hands back that
+        # same object (the write-back overlay does until its barrier), the entry is taken from here instead of
+        # being decoded again (~17 µs, most pairs complete within one barrier interval). Taken on read, put
+        # back on write, so an entry mutated by a failed event is never reused; bounded.
+        self._decoded: dict[str, tuple[bytes, Entry]] = {}
 
     # -- state cache --------------------------------------------------------------------------------------
     def forget(self) -> None:
         self.parts.clear()
+        self._decoded.clear()
         self._loaded = False
 
     def _load(self) -> None:
@@ -233,14 +240,24 @@ class Joiner:
         part = self.parts.get(partition)
         return len(part.heap) if part else 0
 
-    # -- writes -------------------------------------------------------------------------------------------
+    # -- reads and writes -----------------------------------------------------------------------------------
+    def _entry(self, key: str, raw: bytes) -> Entry:
+        cached = self._decoded.pop(key, None)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        return Entry.decode(raw)
+
     def _write(self, key: str, entry: Entry, part: _Part) -> None:
         due = entry.next_due()
         if due is None:
             if key in self.store:
                 del self.store[key]
             return
-        self.store[key] = entry.encode()
+        raw = entry.encode()
+        self.store[key] = raw
+        if len(self._decoded) >= _DECODED_MAX:
+            self._decoded.clear()
+        self._decoded[key] = (raw, entry)
         heapq.heappush(part.heap, (due, key))
 
     # -- inputs -------------------------------------------------------------------------------------------
@@ -249,7 +266,7 @@ class Joiner:
         part = self._part(side.partition)
         key = side.event.join_key
         raw = self.store.get(key)
-        entry = Entry.decode(raw) if raw is not None else Entry(side.partition)
+        entry = self._entry(key, raw) if raw is not None else Entry(side.partition)
         fp = fingerprint(side)
         out: list[Outcome] = []
         if fp in entry.done or any(p.fp == fp for p in entry.pending):
@@ -303,7 +320,7 @@ class Joiner:
             raw = self.store.get(key)
             if raw is None:
                 continue
-            entry = Entry.decode(raw)
+            entry = self._entry(key, raw)
             changed = False
             expired = sorted((p for p in entry.pending if p.deadline <= to_us), key=lambda p: (p.deadline, p.fp))
             for p in expired:

@@ -167,3 +167,30 @@ def test_same_input_same_outcomes_and_state() -> None:
     b, sb = run()
     assert a == b and sa == sb
     assert sum(isinstance(o, Paired) for o in a) > 100
+
+
+class _CopyingStore(dict[str, bytes]):
+    """Hands back a copy of each value: the joiner can never reuse a decoded entry and decodes every time."""
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        value = super().get(key)
+        return default if value is None else bytes(bytearray(value))
+
+
+def test_outcomes_do_not_depend_on_reusing_decoded_entries() -> None:
+    """The joiner reuses the entry it last wrote when the store hands back the very bytes it wrote (the
+    write-back overlay does until a barrier); a store that always returns copies must give equal outcomes."""
+    evs = []
+    for i in range(30):
+        req, resp = pair(f"k{i % 7}", BASE_US + i * 700_000)  # ids reused 4-5 times each
+        evs += [resp, req] if i % 3 == 0 else [req, resp]
+        if i % 5 == 0:
+            evs.append(req)  # a duplicate
+    evs.append(event("lonely", "request", BASE_US))
+    evs.append(event("late", "request", BASE_US + 200 * S))  # expires everything still pending
+    cached, copying = joiner(), joiner(_CopyingStore())
+    for i, ev in enumerate(evs):
+        a = [o for o in cached.on_event(side(ev, i)) if not isinstance(o, Tick)]
+        b = [o for o in copying.on_event(side(ev, i)) if not isinstance(o, Tick)]
+        assert a == b, i
+    assert cached._decoded  # the cache was used
