@@ -14,6 +14,7 @@ On ``inferlog.events`` one record is one CloudEvent in the CloudEvents **Kafka b
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -220,3 +221,12 @@ def from_kafka(headers: Sequence[tuple[str, bytes | None]] | None, value: bytes 
         else:
             attrs[attr] = text
     return from_attributes(attrs, value or b"", content_type)
+
+
+def fingerprint(ev: LoggedEvent, time_fallback: int) -> str:
+    """What makes a logged event *the same event*, for deduplication (the join and the reconciliation):
+    ``(source, id, type)`` refined by its occurrence time (``Ce-Time``, else ``time_fallback``, its Kafka
+    timestamp in µs) and a digest of its body. A redelivered event is the same; a caller that reuses an id
+    for a new call (a retry with the same ``Ce-Id``) makes a different event."""
+    digest = ev.datasha256 or hashlib.blake2b(ev.data, digest_size=8).hexdigest()
+    return f"{ev.source}\x1f{ev.id}\x1f{ev.type}\x1f{ev.time or time_fallback}\x1f{digest}"

@@ -271,7 +271,8 @@ def _demo(cfg: StackConfig, args: argparse.Namespace) -> int:
     summary = asyncio.run(send_demo(url, args.demo_count, args.demo_rate, progress=sys.stderr.isatty()))
     print(
         f"demo sent {summary.inferences} inferences as {summary.events} events in {summary.seconds:.1f}s "
-        f"({summary.missing_responses} without a response, {summary.responses_first} response-first); "
+        f"({summary.missing_responses} without a response, {summary.responses_first} response-first, "
+        f"{summary.retried} retried after a failed attempt); "
         f"answers: {summary.statuses}",
         flush=True,
     )

@@ -4,7 +4,9 @@ For each model (namespace/isvc) the counts must balance::
 
     events = duplicates + dead_lettered + 2 * paired + request_only + response_only + pending
 
-- *events*: CloudEvents in ``inferlog.events``; *duplicates*: repeats of an already seen (source, id, type);
+- *events*: CloudEvents in ``inferlog.events``; *duplicates*: repeats of an already seen event (same source, id,
+  type, time and body: :func:`inferlog.events.fingerprint`, as the join deduplicates; a retry that reuses an id
+  is a new event);
 - *paired* / *request_only* (the failed requests: KServe logs no non-200 response) / *response_only*:
   records in ``inferlog.records`` by status;
 - *pending*: events whose pair is still open (within the pair timeout), so no record yet;
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from inferlog.config import CommonConfig
-from inferlog.events import EventError, from_kafka
+from inferlog.events import EventError, fingerprint, from_kafka
 from inferlog.keys import split_join_key
 from inferlog.scan import ScanError, ScanRange, scan
 from schemas import AvroSerde
@@ -106,7 +108,7 @@ def reconcile(
     out = Reconciliation()
     rng = ScanRange(start_ms=since_ms)
     event_keys: dict[str, int] = Counter()
-    seen: set[tuple[str, str, str, str]] = set()
+    seen: set[tuple[str, str]] = set()
     dup_keys: Counter[str] = Counter()
     for msg in scan(cfg, cfg.topic_events, rng):
         key = (msg.key or b"").decode(errors="replace")
@@ -120,7 +122,7 @@ def reconcile(
         c.events += 1
         c.requests += ev.is_request
         c.responses += ev.is_response
-        ident = (key, ev.source, ev.id, ev.type)
+        ident = (key, fingerprint(ev, msg.timestamp_ms * 1000))  # as the join deduplicates
         if ident in seen:
             c.duplicates += 1
             dup_keys[key] += 1

@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser(
         "demo",
         help="send realistic KServe-shaped logger traffic to an ingest",
-        description="v1 and v2 payloads, responses before requests, missing responses, metadata headers and "
-        "annotations, at a chosen rate, with a progress bar.",
+        description="v1 and v2 payloads, responses before requests, missing responses, retried requests (same "
+        "Ce-Id), metadata headers and annotations, at a chosen rate, with a progress bar.",
     )
     d.add_argument("--url", default="http://127.0.0.1:8080/", help="the ingest's URL (default %(default)s)")
     d.add_argument("--count", type=int, default=1000, help="inferences to simulate (default %(default)s)")
@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--namespace", default="demo", help="namespace of the simulated models (default %(default)s)")
     d.add_argument("--missing-response", type=float, default=0.05, help="share of inferences without a response")
     d.add_argument("--response-first", type=float, default=0.2, help="share sent response before request")
+    d.add_argument(
+        "--retried",
+        type=float,
+        default=0.03,
+        help="share whose first attempt failed and was retried with the same Ce-Id",
+    )
     d.add_argument("--token", default="", help="bearer token, when the ingest requires one")
     d.add_argument("--seed", type=int, default=None, help="random seed for reproducible traffic")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -68,6 +74,7 @@ def run_demo(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             missing_response=args.missing_response,
             response_first=args.response_first,
+            retried=args.retried,
             token=args.token or None,
             seed=args.seed,
             progress=not args.no_progress,

@@ -4,7 +4,10 @@ Each simulated inference is what KServe's agent sends (KSERVE-LOGGER.md §2-4): 
 the model "failed", a response event with the same ``Ce-Id``, ``Ce-Source: http://localhost:9081/``, an empty
 ``Ce-Endpoint``, ``Ce-Metadata`` with the allow-listed headers, ``Ce-Annotations``, ``Ce-Time`` and
 ``Ce-Recordedtime``, the request's Content-Type on both events; v1 (``instances``/``predictions``) and v2/OIP
-(``inputs``/``outputs``) bodies; some responses sent before their request and some never sent.
+(``inputs``/``outputs``) bodies; some responses sent before their request and some never sent; and some
+*retried* inferences: a first attempt that failed (a request event, no response: KServe logs none for a non-200
+answer), then the same request again with the same ``Ce-Id`` (as Knative redelivers a CloudEvent) and its
+response.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class DemoSummary:
     failed: int = 0
     missing_responses: int = 0
     responses_first: int = 0
+    retried: int = 0  # inferences whose first attempt failed (one extra request event with the same Ce-Id)
     seconds: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
@@ -103,6 +107,13 @@ def inference_events(
     return [(req, orjson.dumps(request)), (resp, orjson.dumps(response))]
 
 
+def _failed_attempt(request: tuple[dict[str, str], bytes], backoff: timedelta) -> tuple[dict[str, str], bytes]:
+    """The request event of an earlier attempt of the same call (same ``Ce-Id`` and body), ``backoff`` before."""
+    headers, body = request
+    earlier = _ce_time(datetime.fromisoformat(headers["Ce-Time"]) - backoff)
+    return dict(headers, **{"Ce-Time": earlier, "Ce-Recordedtime": earlier}), body
+
+
 async def send_demo(
     url: str,
     count: int,
@@ -111,6 +122,7 @@ async def send_demo(
     namespace: str = "demo",
     missing_response: float = 0.05,
     response_first: float = 0.2,
+    retried: float = 0.03,
     concurrency: int = 16,
     token: str | None = None,
     seed: int | None = None,
@@ -130,6 +142,9 @@ async def send_demo(
         elif rng.random() < response_first:
             events.reverse()
             summary.responses_first += 1
+        elif rng.random() < retried:
+            plan.append(_failed_attempt(events[0], timedelta(milliseconds=rng.uniform(100, 1000))))
+            summary.retried += 1
         plan.extend(events)
     summary.events = len(plan)
     queue: asyncio.Queue[tuple[dict[str, str], bytes] | None] = asyncio.Queue(maxsize=concurrency * 2)

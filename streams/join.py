@@ -41,7 +41,6 @@ Entries are stored as ``>HI`` (partition, header length) + a JSON header + the c
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import struct
 from collections.abc import Iterator, MutableMapping
@@ -49,6 +48,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from inferlog.events import fingerprint as event_fingerprint
 from inferlog.events import from_attributes
 from streams.enrich import Side
 from streams.errors import StateError
@@ -59,9 +59,7 @@ _DECODED_MAX = 20_000  # decoded entries kept (pending ones hold their bodies)
 
 
 def fingerprint(side: Side) -> str:
-    ev = side.event
-    digest = ev.datasha256 or hashlib.blake2b(ev.data, digest_size=8).hexdigest()
-    return f"{ev.source}\x1f{ev.id}\x1f{ev.type}\x1f{ev.time or side.time_us}\x1f{digest}"
+    return event_fingerprint(side.event, side.time_us)
 
 
 @dataclass

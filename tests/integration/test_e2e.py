@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,19 +144,24 @@ def test_demo_traffic_reaches_parquet_and_opensearch_and_replay_changes_nothing(
     rec = _wait_balanced(pipeline, since_ms)
     totals = {k: sum(c.as_dict()[k] for c in rec.models.values()) for k in ("events", "paired", "request_only")}
     assert totals["events"] == summary.events
-    assert totals["paired"] + totals["request_only"] == 300
-    assert totals["request_only"] == summary.missing_responses  # the failed-request signal, one per missing response
+    assert summary.retried > 0  # calls retried with the same Ce-Id after a failed attempt: two records each
+    assert totals["paired"] + totals["request_only"] == 300 + summary.retried
+    # the failed-request signal: one per missing response, and one per failed attempt of a retried call
+    assert totals["request_only"] == summary.missing_responses + summary.retried
 
     # The archive is readable with partition discovery, and holds each record once.
     from inferlog.analytics import read_archive
 
     table = read_archive(pipeline.cfg, prefix=pipeline.archive_prefix)
     keys = table.column("join_key").to_pylist()
-    assert len(keys) == len(set(keys)) == 300
+    assert len(keys) == 300 + summary.retried and len(set(keys)) == 300
+    retried = {k for k, n in Counter(keys).items() if n == 2}
+    assert len(retried) == summary.retried
 
+    # One document per record: a retried call's second record is indexed as <join key>#2, not over the first.
     objects = _objects(pipeline.cfg, pipeline.archive_prefix)
     ids = _doc_ids(pipeline.cfg, pipeline.index_prefix)
-    assert ids == set(keys)
+    assert ids == set(keys) | {f"{k}#2" for k in retried}
 
     # Replay the whole range of events into the pipeline's own events topic.
     from inferlog.cli import main
