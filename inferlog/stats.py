@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +33,8 @@ from schemas import AvroSerde
 from schemas.wire import record_id, tick_time_us
 
 Model = tuple[str, str]
+
+CLOCK_MARGIN_MS = 10 * 60 * 1000  # how far the clocks of the ingest and the streams hosts may disagree
 
 
 @dataclass
@@ -144,7 +146,10 @@ def reconcile(
     joined_keys: set[str] = set()
     record_at: dict[tuple[int, int], str] = {}
     serde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_records, "inference_record")
-    for msg in _maybe_scan(cfg, cfg.topic_records, ScanRange()):
+    # Records are produced after their events reached Kafka, so with ``since`` the records topic is read from
+    # the same time (less a margin for clocks that differ between hosts), not from its beginning.
+    records_from = None if since_ms is None else since_ms - CLOCK_MARGIN_MS
+    for msg in _maybe_scan(cfg, cfg.topic_records, ScanRange(start_ms=records_from)):
         if tick_time_us(msg.headers) is not None or not msg.value:
             continue
         rec = serde.decode(msg.value)
@@ -182,7 +187,7 @@ def reconcile(
             out.model(ns, isvc).pending += max(0, n - dead_keys.get(key, 0))
 
     _count_archive(cfg, out, record_at, archive_prefix)
-    _count_index(cfg, out, record_ids, index_prefix)
+    _count_index(cfg, out, record_at, index_prefix, cfg.topic_records)
     return out
 
 
@@ -216,13 +221,35 @@ def _count_archive(
         out.model(*_model_of_key(rid.encode())).archived += 1
 
 
-def _count_index(cfg: CommonConfig, out: Reconciliation, keys: set[str], prefix: str) -> None:
-    found: dict[str, bool] = defaultdict(bool)
+def _count_index(
+    cfg: CommonConfig, out: Reconciliation, record_at: dict[tuple[int, int], str], prefix: str, topic: str
+) -> None:
+    """Distinct records found in the index, by ``_id``. Only documents of the records read are asked for (their
+    topic, and per partition the offsets from the first one read): ``--since`` does not aggregate the whole
+    index."""
+    if not record_at:
+        return
+    first: dict[int, int] = {}
+    for partition, offset in record_at:
+        first[partition] = min(offset, first.get(partition, offset))
+    scope = {
+        "bool": {
+            "filter": [{"term": {"kafka_topic": topic}}],
+            "should": [
+                {"bool": {"filter": [{"term": {"kafka_partition": p}}, {"range": {"kafka_offset": {"gte": lo}}}]}}
+                for p, lo in sorted(first.items())
+            ],
+            "minimum_should_match": 1,
+        }
+    }
+    wanted = set(record_at.values())
+    found: set[str] = set()
     try:
         after: dict[str, Any] | None = None
         while True:
             body: dict[str, Any] = {
                 "size": 0,
+                "query": scope,
                 "aggs": {"k": {"composite": {"size": 5000, "sources": [{"id": {"terms": {"field": "_id"}}}]}}},
             }
             if after:
@@ -230,16 +257,16 @@ def _count_index(cfg: CommonConfig, out: Reconciliation, keys: set[str], prefix:
             res = _search(cfg, f"{prefix}-records-*", body)
             agg = res.get("aggregations", {}).get("k", {})
             for bucket in agg.get("buckets", []):
-                found[bucket["key"]["id"]] = True
+                if bucket["key"]["id"] in wanted:
+                    found.add(bucket["key"]["id"])
             after = agg.get("after_key")
             if not after or not agg.get("buckets"):
                 break
     except Exception as exc:
         out.index_error = str(exc)[:300]
         return
-    for key in found:
-        if key in keys:
-            out.model(*_model_of_key(key.encode())).indexed += 1
+    for rid in found:
+        out.model(*_model_of_key(rid.encode())).indexed += 1
 
 
 def _search(cfg: CommonConfig, index: str, body: dict[str, Any]) -> dict[str, Any]:
