@@ -170,6 +170,16 @@ def run_sink(cfg: SinkConfig, sink: Sink, n: int, in_flight: int, meter: Meter) 
     return Run(st.written / (st.last_write_at - st.first_record_at), st.written, cpu[0], proc, usage)
 
 
+def best_us(fn: Callable[[], Any], n: int) -> tuple[float, Any]:
+    """(µs of CPU per record, result) of ``fn`` over ``n`` records: the best of 3 runs."""
+    times, out = [], None
+    for _ in range(3):
+        c = time.process_time()
+        out = fn()
+        times.append(time.process_time() - c)
+    return min(times) / n * 1e6, out
+
+
 def steps_s3(cfg: SinkConfig, recs: list[dict]) -> None:
     """µs/record of each CPU step of the S3 sink on ``recs`` (best of 3), old row path for comparison."""
     import io
@@ -186,12 +196,7 @@ def steps_s3(cfg: SinkConfig, recs: list[dict]) -> None:
     n = len(values)
 
     def best(fn: Callable[[], Any]) -> tuple[float, Any]:
-        times, out = [], None
-        for _ in range(3):
-            c = time.process_time()
-            out = fn()
-            times.append(time.process_time() - c)
-        return min(times) / n * 1e6, out
+        return best_us(fn, n)
 
     schema = arrow_schema("inference_record")
     rows: list[tuple[str, float]] = []
@@ -286,12 +291,7 @@ def steps_opensearch(cfg: SinkConfig, recs: list[dict]) -> None:
     n = len(values)
 
     def best(fn: Callable[[], Any]) -> tuple[float, Any]:
-        times, out = [], None
-        for _ in range(3):
-            c = time.process_time()
-            out = fn()
-            times.append(time.process_time() - c)
-        return min(times) / n * 1e6, out
+        return best_us(fn, n)
 
     rows: list[tuple[str, float]] = []
     us, dec = best(lambda: serde.decode_many(values))

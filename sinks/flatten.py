@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
@@ -229,7 +230,11 @@ _PAYLOAD_KEYS = {side: tuple(f.name for f in _payload_fields(side)) for side in 
 _NO_PAYLOAD = {side: dict.fromkeys(keys) for side, keys in _PAYLOAD_KEYS.items()}
 
 
-def _payload_into(row: dict[str, Any], side: str, p: dict[str, Any] | None) -> None:
+def _same(value: Any) -> Any:
+    return value
+
+
+def _payload_into(row: dict[str, Any], side: str, p: dict[str, Any] | None, time: Callable[[Any], Any]) -> None:
     """Add the columns of one payload to ``row`` (in schema order)."""
     if p is None:
         row.update(_NO_PAYLOAD[side])
@@ -238,8 +243,8 @@ def _payload_into(row: dict[str, Any], side: str, p: dict[str, Any] | None) -> N
     body, encoding = _body(get("body"))
     k = _PAYLOAD_KEYS[side]
     row[k[0]] = get("ce_type")
-    row[k[1]] = get("time")
-    row[k[2]] = get("recorded_time")
+    row[k[1]] = time(get("time"))
+    row[k[2]] = time(get("recorded_time"))
     row[k[3]] = get("content_type")
     row[k[4]] = get("size")
     row[k[5]] = body
@@ -251,12 +256,16 @@ def _payload_into(row: dict[str, Any], side: str, p: dict[str, Any] | None) -> N
     row[k[11]] = get("offset")
 
 
-def flatten_record(rec: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """One decoded ``InferenceRecord`` → one row of :data:`RECORD_SCHEMA` (keys in schema order)."""
+def flatten_record(
+    rec: dict[str, Any], topic: str, partition: int, offset: int, time: Callable[[Any], Any] = _same
+) -> dict[str, Any]:
+    """One decoded ``InferenceRecord`` → one row of :data:`RECORD_SCHEMA` (keys in schema order); ``time``
+    converts each timestamp (the search sink writes int microseconds as ISO strings)."""
     get = rec.get
     row: dict[str, Any] = {name: get(name) for name in _RECORD_TOP}
-    _payload_into(row, "request", get("request"))
-    _payload_into(row, "response", get("response"))
+    row["event_time"] = time(row["event_time"])
+    _payload_into(row, "request", get("request"), time)
+    _payload_into(row, "response", get("response"), time)
     row["metadata"] = {k: list(v) for k, v in (get("metadata") or {}).items()}
     row["annotations"] = dict(get("annotations") or {})
     row["trace_id"] = get("trace_id")
@@ -270,27 +279,13 @@ def flatten_record(rec: dict[str, Any], topic: str, partition: int, offset: int)
     return row
 
 
-def flatten_failure(rec: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """One decoded ``FailureSignal`` → one row of :data:`FAILURE_SCHEMA`."""
-    row: dict[str, Any] = {
-        name: rec.get(name)
-        for name in (
-            "join_key",
-            "ce_id",
-            "namespace",
-            "isvc",
-            "component",
-            "kind",
-            "reason",
-            "model_name",
-            "model_version",
-            "protocol",
-            "event_time",
-            "detected_time",
-            "trace_id",
-            "request_id",
-        )
-    }
+def flatten_failure(
+    rec: dict[str, Any], topic: str, partition: int, offset: int, time: Callable[[Any], Any] = _same
+) -> dict[str, Any]:
+    """One decoded ``FailureSignal`` → one row of :data:`FAILURE_SCHEMA` (``time`` as in :func:`flatten_record`)."""
+    row: dict[str, Any] = {name: rec.get(name) for name in _FAILURE_TOP}
+    row["event_time"] = time(row["event_time"])
+    row["detected_time"] = time(row["detected_time"])
     row["metadata"] = {k: list(v) for k, v in (rec.get("metadata") or {}).items()}
     row["annotations"] = dict(rec.get("annotations") or {})
     row["source_partition"] = rec.get("partition")

@@ -37,7 +37,7 @@ from inferlog.retry import Backoff, retry_sync
 from schemas.wire import record_id
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
-from sinks.flatten import _PAYLOAD_KEYS
+from sinks.flatten import flatten_failure, flatten_record
 from sinks.framework import Batch, Item, Rejected, Sink
 
 __all__ = ["BulkClient", "OpenSearchSink", "Prepared", "index_templates", "prepare"]
@@ -191,104 +191,33 @@ def _date(value: Any) -> Any:
     return f"{_iso_second(s)}.{us:06d}+00:00" if us else f"{_iso_second(s)}+00:00"
 
 
-def _body_text(raw: bytes) -> tuple[str, str]:
-    try:
-        return raw.decode("utf-8"), "utf8"
-    except UnicodeDecodeError:
-        return base64.b64encode(raw).decode("ascii"), "base64"
-
-
-def _payload_into(doc: dict[str, Any], side: str, p: dict[str, Any] | None, limit: int) -> bool | None:
-    """The columns of one payload (keys in :func:`~sinks.flatten.flatten_record` order), the body cut to
-    ``limit`` characters; returns whether it was cut (``None``: no body)."""
-    if p is None:
-        for key in _PAYLOAD_KEYS[side]:
-            doc[key] = None
-        return None
-    get = p.get
-    raw = get("body")
-    body = encoding = truncated = None
-    if raw is not None:
-        body, encoding = _body_text(raw)
-        truncated = len(body) > limit  # chars, not bytes: cheap, and the limit only bounds index size
-        if truncated:
-            body = body[:limit]
-    k = _PAYLOAD_KEYS[side]
-    doc[k[0]] = get("ce_type")
-    doc[k[1]] = _date(get("time"))
-    doc[k[2]] = _date(get("recorded_time"))
-    doc[k[3]] = get("content_type")
-    doc[k[4]] = get("size")
-    doc[k[5]] = body
-    doc[k[6]] = encoding
-    doc[k[7]] = get("dataref")
-    doc[k[8]] = get("sha256")
-    doc[k[9]] = get("extensions") or {}
-    doc[k[10]] = get("partition")
-    doc[k[11]] = get("offset")
-    return truncated
-
-
-_RECORD_TOP = (
-    "join_key", "ce_id", "ce_source", "namespace", "isvc", "component", "endpoint", "status", "protocol",
-    "model_name", "model_version",
-)  # fmt: skip
-_FAILURE_TOP = (
-    "join_key", "ce_id", "namespace", "isvc", "component", "kind", "reason", "model_name", "model_version",
-    "protocol",
-)  # fmt: skip
-
-
 def record_document(rec: dict[str, Any], topic: str, partition: int, offset: int, limit: int) -> dict[str, Any]:
-    """The search document of one decoded ``InferenceRecord``: the columns of
-    :func:`~sinks.flatten.flatten_record` (same names, same order), then ``@timestamp``, ``doc_type`` and
-    ``*_body_truncated``; bodies cut to ``limit`` characters. Built in one pass, without copying the
-    record's maps (the JSON encoder reads them as they are)."""
-    get = rec.get
-    doc: dict[str, Any] = {name: get(name) for name in _RECORD_TOP}
-    event_time = doc["event_time"] = _date(rec["event_time"])
-    doc["latency_ms"] = get("latency_ms")
-    doc["instance_count"] = get("instance_count")
-    req_cut = _payload_into(doc, "request", get("request"), limit)
-    resp_cut = _payload_into(doc, "response", get("response"), limit)
-    doc["metadata"] = get("metadata") or {}
-    doc["annotations"] = get("annotations") or {}
-    doc["trace_id"] = get("trace_id")
-    doc["span_id"] = get("span_id")
-    doc["request_id"] = get("request_id")
-    doc["model_metadata"] = get("model_metadata") or {}
-    doc["error"] = get("error")
-    doc["kafka_topic"] = topic
-    doc["kafka_partition"] = partition
-    doc["kafka_offset"] = offset
-    doc["@timestamp"] = event_time
+    """The search document of one decoded ``InferenceRecord``: the row of :func:`~sinks.flatten.flatten_record`
+    (timestamps as ISO strings), then ``@timestamp``, ``doc_type`` and ``*_body_truncated``; bodies cut to
+    ``limit`` characters (not bytes: cheap, and the limit only bounds the index size)."""
+    doc = flatten_record(rec, topic, partition, offset, time=_date)
+    doc["@timestamp"] = doc["event_time"]
     doc["doc_type"] = "record"
-    if req_cut is not None:
-        doc["request_body_truncated"] = req_cut
-    if resp_cut is not None:
-        doc["response_body_truncated"] = resp_cut
+    for side, body_key in _BODY_KEYS:
+        body = doc[body_key]
+        if body is not None:
+            truncated = len(body) > limit
+            if truncated:
+                doc[body_key] = body[:limit]
+            doc[f"{side}_body_truncated"] = truncated
     return doc
 
 
 def failure_document(rec: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
-    """The search document of one decoded ``FailureSignal`` (the columns of
-    :func:`~sinks.flatten.flatten_failure`, then ``@timestamp`` and ``doc_type``)."""
-    get = rec.get
-    doc: dict[str, Any] = {name: get(name) for name in _FAILURE_TOP}
-    event_time = doc["event_time"] = _date(rec["event_time"])
-    doc["detected_time"] = _date(get("detected_time"))
-    doc["trace_id"] = get("trace_id")
-    doc["request_id"] = get("request_id")
-    doc["metadata"] = get("metadata") or {}
-    doc["annotations"] = get("annotations") or {}
-    doc["source_partition"] = get("partition")
-    doc["source_offset"] = get("offset")
-    doc["kafka_topic"] = topic
-    doc["kafka_partition"] = partition
-    doc["kafka_offset"] = offset
-    doc["@timestamp"] = event_time
+    """The search document of one decoded ``FailureSignal``: the row of :func:`~sinks.flatten.flatten_failure`
+    (timestamps as ISO strings), then ``@timestamp`` and ``doc_type``."""
+    doc = flatten_failure(rec, topic, partition, offset, time=_date)
+    doc["@timestamp"] = doc["event_time"]
     doc["doc_type"] = "failure"
     return doc
+
+
+_BODY_KEYS = (("request", "request_body"), ("response", "response_body"))
 
 
 def _json_default(value: Any) -> Any:
