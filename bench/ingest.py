@@ -48,21 +48,18 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 INFERLOG = str(Path(sys.executable).parent / "inferlog")
 
 
-# -- the no-op baseline server ----------------------------------------------------------------------------------
-def serve_noop(port: int) -> None:
-    """A no-op aiohttp handler served exactly like the ingest (same event loop, runner and socket settings): it
-    reads the whole body the way the ingest does and answers 202."""
+# -- the baseline servers ----------------------------------------------------------------------------------------
+def _serve(port: int, handler: Any, on_start: Any = None) -> None:
+    """Serve ``handler`` on every path exactly like the ingest (same event loop, runner and socket settings) until
+    SIGTERM; ``on_start(loop)`` runs first in the loop."""
     from aiohttp import web
 
     from inferlog.runtime import tune_gc
     from ingest import loop
 
-    async def handler(request: web.Request) -> web.Response:
-        while await request.content.readany():
-            pass
-        return web.Response(status=202)
-
     async def main() -> None:
+        if on_start is not None:
+            on_start(asyncio.get_running_loop())
         app = web.Application(client_max_size=32 << 20)
         app.router.add_route("*", "/{tail:.*}", handler)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)  # SIGTERM ends it
@@ -72,6 +69,19 @@ def serve_noop(port: int) -> None:
         await asyncio.Event().wait()
 
     loop.run(main())
+
+
+def serve_noop(port: int) -> None:
+    """A no-op aiohttp handler served like the ingest: it reads the whole body the way the ingest does and
+    answers 202."""
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        while await request.content.readany():
+            pass
+        return web.Response(status=202)
+
+    _serve(port, handler)
 
 
 def serve_floor(port: int, topic: str) -> None:
@@ -88,8 +98,6 @@ def serve_floor(port: int, topic: str) -> None:
 
     from inferlog.config import load
     from inferlog.kafka import producer_config
-    from inferlog.runtime import tune_gc
-    from ingest import loop
     from ingest.config import IngestConfig
 
     cfg = load(IngestConfig)
@@ -121,17 +129,7 @@ def serve_floor(port: int, topic: str) -> None:
         await fut
         return web.Response(status=202)
 
-    async def main() -> None:
-        threading.Thread(target=poll, args=(asyncio.get_running_loop(),), daemon=True).start()
-        app = web.Application(client_max_size=32 << 20)
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_address=True).start()
-        tune_gc()
-        await asyncio.Event().wait()
-
-    loop.run(main())
+    _serve(port, handler, lambda ev_loop: threading.Thread(target=poll, args=(ev_loop,), daemon=True).start())
 
 
 # -- load generation --------------------------------------------------------------------------------------------
