@@ -41,9 +41,9 @@ from typing import Any
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import aiohttp  # noqa: E402
+from inferlog_stack.run_cli import DEMO_ENV  # noqa: E402
 
-from inferlog.config import CommonConfig, load  # noqa: E402
-from inferlog.run_cli import DEMO_ENV  # noqa: E402
+from core.config import CommonConfig, load  # noqa: E402
 from ingest.demo import inference_events  # noqa: E402
 
 

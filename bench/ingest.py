@@ -54,7 +54,7 @@ def _serve(port: int, handler: Any, on_start: Any = None) -> None:
     SIGTERM; ``on_start(loop)`` runs first in the loop."""
     from aiohttp import web
 
-    from inferlog.runtime import tune_gc
+    from core.runtime import tune_gc
     from ingest import loop
 
     async def main() -> None:
@@ -96,8 +96,8 @@ def serve_floor(port: int, topic: str) -> None:
     from aiohttp import web
     from confluent_kafka import Producer
 
-    from inferlog.config import load
-    from inferlog.kafka import producer_config
+    from core.config import load
+    from core.kafka import producer_config
     from ingest.config import IngestConfig
 
     cfg = load(IngestConfig)
@@ -317,8 +317,8 @@ def start_server(kind: str, port: int, topic: str, spool_dir: str, extra: list[s
 def run(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import AdminClient
 
-    from inferlog.config import CommonConfig, load
-    from inferlog.topics import TopicSpec, ensure_topics
+    from core.config import CommonConfig, load
+    from core.topics import TopicSpec, ensure_topics
     from ingest import loop
 
     common = load(CommonConfig)

@@ -46,11 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 import urllib3
+from inferlog_stack.manager import StackConfig
 
-from inferlog.config import load
-from inferlog.retry import wait_until
-from inferlog.runtime import tune_gc
-from inferlog.stack.manager import StackConfig
+from core.config import load
+from core.retry import wait_until
+from core.runtime import tune_gc
 from sinks.config import SinkConfig
 from sinks.framework import Batch, Item, Sink, SinkRunner
 from sinks.opensearch import OpenSearchSink, chunks, index_templates, prepare
@@ -84,7 +84,7 @@ def _tree_cpu_s(pid: int) -> float:
 
 def server_cpu(stack: StackConfig, name: str) -> Callable[[], float]:
     """A function giving the CPU seconds the stack's server ``name`` used so far (0.0 when not known)."""
-    from inferlog.stack import manager
+    from inferlog_stack import manager
 
     pid = next((r["pid"] for r in manager.status(stack) if r["server"] == name and r["pid"]), None)
     return (lambda: _tree_cpu_s(pid)) if pid else (lambda: 0.0)
@@ -242,7 +242,7 @@ def floor(cfg: SinkConfig, group: str, n: int, *, decode: bool, raw_timestamps: 
     ``consume()`` result, as the sink does. Timed from the first record to the last, like the sink."""
     from confluent_kafka import Consumer
 
-    from inferlog.kafka import consumer_config
+    from core.kafka import consumer_config
     from schemas import AvroSerde
 
     serdes = {

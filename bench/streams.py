@@ -22,14 +22,16 @@ import sys
 import time
 import uuid
 
-# This script is named like the ``streams`` package: keep its own directory off the import path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+# This script is named like the ``streams`` package: keep its own directory off the import path, and put the
+# repository root on it (the harness lives in the tests' support code).
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [os.path.dirname(_here), *(p for p in sys.path if os.path.abspath(p or ".") != _here)]
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from inferlog.config import CommonConfig, load  # noqa: E402
-from inferlog.topics import TopicSpec, ensure_topics  # noqa: E402
-from streams import testing as T  # noqa: E402
+from core.config import CommonConfig, load  # noqa: E402
+from core.topics import TopicSpec, ensure_topics  # noqa: E402
+from tests.support import streams_harness as T  # noqa: E402
 
 
 def events(n: int) -> list[object]:
@@ -132,7 +134,7 @@ def join_work_cpu(cfg: T.StreamsConfig, evs: list[object]) -> float:
     """CPU seconds per pair of the worker's own per-event work, in this process without Kafka or Faust: decode
     the Kafka record (``from_kafka``), join (state in a dict), enrich, Avro-encode the outputs. No state write,
     no produce, no Faust: what every pair costs on top of the empty Faust agent, at the least."""
-    from inferlog.events import from_kafka, to_kafka
+    from core.events import from_kafka, to_kafka
     from schemas import AvroSerde
     from streams import enrich
     from streams.app import Emitter, MetadataTable

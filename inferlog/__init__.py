@@ -1,8 +1,9 @@
 """inferlog: a durable pipeline for KServe inference payload logs.
 
-The shared module: configuration, errors, retries, logging, metrics, Kafka helpers, topic bootstrap,
-the local stack of real servers and the ``inferlog`` command line. The pipeline stages live in the
-top-level packages ``ingest``, ``streams`` and ``sinks``; the Avro schemas in ``schemas``.
+This package is the top layer: the ``inferlog`` command line and the operator tools (replay, tail, stats,
+analytics, topic and metadata admin). Below it are the stages (``ingest``, ``streams``, ``sinks``), the record
+shapes (``schemas``) and the shared kernel (``core``). The local stack of real servers for development is a
+package of its own (``deploy/local``, ``inferlog_stack``), not part of this distribution.
 """
 
 __version__ = "0.1.0"

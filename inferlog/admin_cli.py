@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from inferlog import config, logs
-from inferlog.config import CommonConfig
-from inferlog.topics import ensure_topics
+from core import config, logs
+from core.config import CommonConfig
+from core.topics import ensure_topics
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +40,7 @@ def all_config_classes() -> list[type[CommonConfig]]:
         ("ingest.config", "IngestConfig"),
         ("streams.config", "StreamsConfig"),
         ("sinks.config", "SinkConfig"),
-        ("inferlog.stack.manager", "StackConfig"),
+        ("inferlog_stack.manager", "StackConfig"),
     ):
         if importlib.util.find_spec(module_name) is not None:
             classes.append(getattr(importlib.import_module(module_name), attr))

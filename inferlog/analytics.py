@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from inferlog.config import CommonConfig, load
+from core.config import CommonConfig, load
 from inferlog.scan import ScanRange, parse_time_ms, scan
 from schemas import AvroSerde
 from schemas.wire import tick_time_us

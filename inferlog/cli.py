@@ -1,35 +1,41 @@
 """The ``inferlog`` command line: one console script, one subcommand per job.
 
 Each package contributes its subcommands through a ``register(subparsers)`` function in its own ``cli``
-module (listed in :data:`COMMAND_MODULES`), so a stage's flags live next to its code.
+module (listed in :data:`COMMAND_MODULES`), so a stage's flags live next to its code. Distributions installed
+beside inferlog add theirs through the ``inferlog.commands`` entry-point group (the local development stack
+adds ``stack`` and ``run``), so that nothing here imports them.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
+import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
 
+from core.errors import InferlogError
 from inferlog import __version__
-from inferlog.errors import InferlogError
 
 Handler = Callable[[argparse.Namespace], int]
 
-# Packages that add subcommands, in the order they appear in --help. A module that does not exist yet is
-# skipped; one that exists but fails to import is an error.
+# Modules that add subcommands, in the order they appear in --help (plugins follow).
 COMMAND_MODULES = (
-    "inferlog.stack.cli",
     "inferlog.admin_cli",
     "ingest.cli",
     "streams.cli",
     "sinks.cli",
-    "inferlog.run_cli",
     "inferlog.replay_cli",
     "inferlog.tail_cli",
     "inferlog.stats_cli",
 )
+ENTRY_POINT_GROUP = "inferlog.commands"
+
+
+def command_modules() -> list[str]:
+    """The built-in command modules, then those of installed plugins (by entry-point name)."""
+    plugins = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    return [*COMMAND_MODULES, *(ep.value for ep in plugins)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"inferlog {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
+    for name in command_modules():
         module = importlib.import_module(name)
         module.register(sub)
     return parser

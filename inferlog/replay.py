@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inferlog.config import CommonConfig
-from inferlog.errors import InferlogError
-from inferlog.events import EventError, from_kafka
+from core.config import CommonConfig
+from core.errors import InferlogError
+from core.events import EventError, from_kafka
 from inferlog.scan import Message, ScanRange, scan
 from schemas.wire import tick_time_us
 
@@ -145,7 +145,7 @@ class HttpTarget:
         self._s3: Any = None
 
     def _fetch_dataref(self, dataref: str) -> bytes:
-        from inferlog import s3
+        from core import s3
 
         if self._s3 is None:
             self._s3 = s3.client(self.cfg)

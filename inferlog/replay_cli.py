@@ -12,9 +12,9 @@ from pathlib import Path
 from confluent_kafka import Producer
 from tqdm import tqdm
 
-from inferlog import config, logs
-from inferlog.config import CommonConfig
-from inferlog.kafka import producer_config
+from core import config, logs
+from core.config import CommonConfig
+from core.kafka import producer_config
 from inferlog.replay import (
     HttpTarget,
     OffsetTracker,

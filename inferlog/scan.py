@@ -15,9 +15,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
-from inferlog.config import CommonConfig
-from inferlog.errors import InferlogError
-from inferlog.kafka import base_config
+from core.config import CommonConfig
+from core.errors import InferlogError
+from core.kafka import base_config
 
 
 class ScanError(InferlogError):

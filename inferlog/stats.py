@@ -5,7 +5,7 @@ For each model (namespace/isvc) the counts must balance::
     events = duplicates + dead_lettered + 2 * paired + request_only + response_only + pending
 
 - *events*: CloudEvents in ``inferlog.events``; *duplicates*: repeats of an already seen event (same source, id,
-  type, time and body: :func:`inferlog.events.fingerprint`, as the join deduplicates; a retry that reuses an id
+  type, time and body: :func:`core.events.fingerprint`, as the join deduplicates; a retry that reuses an id
   is a new event);
 - *paired* / *request_only* (the failed requests: KServe logs no non-200 response) / *response_only*:
   records in ``inferlog.records`` by status;
@@ -25,9 +25,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from inferlog.config import CommonConfig
-from inferlog.events import EventError, fingerprint, from_kafka
-from inferlog.keys import split_join_key
+from core.config import CommonConfig
+from core.events import EventError, fingerprint, from_kafka
+from core.keys import split_join_key
 from inferlog.scan import ScanError, ScanRange, scan
 from schemas import AvroSerde
 from schemas.wire import record_id, tick_time_us

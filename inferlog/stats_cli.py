@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from inferlog import config, logs
-from inferlog.config import CommonConfig
+from core import config, logs
+from core.config import CommonConfig
 from inferlog.scan import parse_time_ms
 from inferlog.stats import reconcile, render_table
 

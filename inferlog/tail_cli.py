@@ -9,9 +9,9 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from inferlog import config, logs
+from core import config, logs
+from core.config import CommonConfig
 from inferlog.analytics import iter_records
-from inferlog.config import CommonConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -16,8 +16,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from inferlog import config as config_mod
-from inferlog.runtime import tune_gc
+from core import config as config_mod
+from core.runtime import tune_gc
 from ingest import metrics
 from ingest.claimcheck import ClaimCheck
 from ingest.config import IngestConfig

@@ -2,7 +2,7 @@
 
 The object key is content-addressed (``<prefix>/<namespace>/<isvc>/<sha256>``), so a retried or replayed upload
 of the same body writes the same object. The event gets ``dataref`` (``s3://bucket/key``), ``datasize``
-(original byte length) and ``datasha256`` (hex digest) and an empty value, as :mod:`inferlog.events` defines.
+(original byte length) and ``datasha256`` (hex digest) and an empty value, as :mod:`core.events` defines.
 
 When object storage is away, the event is spooled with its body and claim-checked when the spool drains
 (the spool holds everything behind it until then, to keep the order), so an S3 outage costs no 503.
@@ -15,8 +15,8 @@ import dataclasses
 import hashlib
 from typing import Any
 
-import inferlog.s3
-from inferlog.events import LoggedEvent, from_kafka, to_kafka
+import core.s3
+from core.events import LoggedEvent, from_kafka, to_kafka
 from ingest.config import IngestConfig
 from ingest.errors import ClaimCheckFailed
 from ingest.spool import Record
@@ -24,7 +24,7 @@ from ingest.spool import Record
 
 def s3_client(cfg: IngestConfig) -> Any:
     # Short timeouts: a claim check sits in the request path of an ingest that must answer fast.
-    return inferlog.s3.client(cfg, attempts=3, connect_timeout_s=3, read_timeout_s=10, pool=32)
+    return core.s3.client(cfg, attempts=3, connect_timeout_s=3, read_timeout_s=10, pool=32)
 
 
 class ClaimCheck:

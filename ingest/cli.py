@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import json
 
-from inferlog import config, logs
-from inferlog.topics import ensure_topics, topic_specs
+from core import config, logs
+from core.topics import ensure_topics, topic_specs
 from ingest.config import IngestConfig
 
 

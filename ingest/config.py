@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inferlog.config import CommonConfig, env_name, parse_pairs, setting
-from inferlog.errors import ConfigError
+from core.config import CommonConfig, env_name, parse_pairs, setting
+from core.errors import ConfigError
 
 # Kafka's default max.message.bytes is 1 MiB; keep headroom for the ce_* headers.
 KAFKA_VALUE_LIMIT = 1_000_000 - 64 * 1024

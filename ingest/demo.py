@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE
+from core.events import REQUEST_TYPE, RESPONSE_TYPE
 
 MODELS: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("sklearn-iris", "v1", {"team": "ml-platform"}),

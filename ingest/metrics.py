@@ -1,4 +1,4 @@
-"""Prometheus metrics of the ingest (the cross-stage counter is :func:`inferlog.metrics.count`)."""
+"""Prometheus metrics of the ingest (the cross-stage counter is :func:`core.metrics.count`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from inferlog import metrics as pipeline
+from core import metrics as pipeline
 
 REQUESTS = Counter("inferlog_ingest_requests", "HTTP requests answered, by status code", ["code"])
 EVENTS = Counter(
@@ -46,7 +46,7 @@ def observe_request(code: int, outcome: str, seconds: float) -> None:
 
 
 class Tally:
-    """Per-model stage counts gathered on the hot path and handed to :func:`inferlog.metrics.count` in bulk
+    """Per-model stage counts gathered on the hot path and handed to :func:`core.metrics.count` in bulk
     (on every scrape, every second, and at shutdown), so a request costs a dict update, not a label lookup."""
 
     def __init__(self) -> None:

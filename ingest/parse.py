@@ -1,4 +1,4 @@
-"""HTTP request → :class:`~inferlog.events.LoggedEvent`: every wire format a KServe logger (or an
+"""HTTP request → :class:`~core.events.LoggedEvent`: every wire format a KServe logger (or an
 intermediary) may use.
 
 - **Binary mode** (what every KServe version sends): ``Ce-*`` headers matched case-insensitively, the raw body
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from inferlog.events import EventError, LoggedEvent, from_attributes
+from core.events import EventError, LoggedEvent, from_attributes
 from ingest.errors import BadEvent, UnsupportedFormat
 
 STRUCTURED = "application/cloudevents+json"

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from inferlog.events import LoggedEvent
+from core.events import LoggedEvent
 from ingest.config import IngestConfig
 from ingest.errors import Forbidden, Unauthorized
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from inferlog.errors import kafka_error_is_transient
-from inferlog.kafka import producer_config
+from core.errors import kafka_error_is_transient
+from core.kafka import producer_config
 from ingest import metrics
 from ingest.config import IngestConfig
 from ingest.errors import ProduceFailed

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from inferlog.events import LoggedEvent, to_kafka
-from inferlog.retry import Backoff
+from core.events import LoggedEvent, to_kafka
+from core.retry import Backoff
 from ingest import metrics
 from ingest.claimcheck import ClaimCheck
 from ingest.config import IngestConfig

@@ -15,7 +15,7 @@ from typing import Any
 
 import fastavro
 
-from inferlog.errors import InferlogError
+from core.errors import InferlogError
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")

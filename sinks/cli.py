@@ -8,8 +8,8 @@ import signal
 import threading
 from types import FrameType
 
-from inferlog import config, logs
-from inferlog.runtime import tune_gc
+from core import config, logs
+from core.runtime import tune_gc
 from sinks.config import SinkConfig
 from sinks.framework import Sink, SinkRunner
 
@@ -40,7 +40,7 @@ def _run(cfg: SinkConfig, sink: Sink) -> int:
     signal.signal(signal.SIGINT, on_signal)
     runner = SinkRunner(cfg, sink, max_in_flight=cfg.sink_max_in_flight)
     if cfg.sink_metrics_port:
-        from inferlog import health
+        from core import health
 
         health.serve(
             cfg.sink_metrics_port, alive=runner.alive, ready=lambda: runner.ready.is_set() and not stop.is_set()

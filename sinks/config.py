@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inferlog.config import CommonConfig, ConfigError, env_name, setting
+from core.config import CommonConfig, ConfigError, env_name, setting
 
 __all__ = ["SinkConfig"]
 

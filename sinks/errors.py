@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from inferlog.errors import InferlogError
+from core.errors import InferlogError
 
 __all__ = ["RecordError", "SinkError", "WriteError"]
 

@@ -12,7 +12,7 @@ How a record travels:
    starts the next batch. Nothing depends on the wall clock, so the same offsets always give the same
    batches, the same object names and the same contents — and a batch always starts right after a committed
    offset, which is where a restarted worker resumes.
-3. A closed batch goes to :meth:`Sink.write` through :func:`inferlog.retry.retry_sync`. On success the dead
+3. A closed batch goes to :meth:`Sink.write` through :func:`core.retry.retry_sync`. On success the dead
    items (and the items the store rejected for good) are produced to ``inferlog.deadletter`` with ``error.*``
    headers, then the offset after the batch is committed. Nothing is committed before the write succeeded.
 4. A retriable failure that outlives the short in-line retries pauses the partition (backpressure): the
@@ -43,10 +43,10 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from inferlog import metrics
-from inferlog.errors import is_retriable
-from inferlog.kafka import consumer_config, producer_config
-from inferlog.retry import Backoff, retry_sync
+from core import metrics
+from core.errors import is_retriable
+from core.kafka import consumer_config, producer_config
+from core.retry import Backoff, retry_sync
 from schemas import AvroSerde
 from schemas.wire import tick_time_us
 from sinks.config import SinkConfig

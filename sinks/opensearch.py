@@ -33,7 +33,7 @@ from urllib.parse import quote
 import orjson
 import urllib3
 
-from inferlog.retry import Backoff, retry_sync
+from core.retry import Backoff, retry_sync
 from schemas.wire import record_id
 from sinks.config import SinkConfig
 from sinks.errors import WriteError

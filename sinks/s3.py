@@ -23,7 +23,7 @@ import fastavro
 import orjson
 import pyarrow.parquet as pq
 
-import inferlog.s3
+import core.s3
 from schemas import load_schema
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
@@ -50,7 +50,7 @@ class S3Object:
 
 def make_client(cfg: SinkConfig) -> Any:
     # Few botocore retries: the sink framework's retry helper owns backoff and pausing.
-    return inferlog.s3.client(cfg, attempts=2)
+    return core.s3.client(cfg, attempts=2)
 
 
 def classify_s3_error(exc: BaseException) -> bool:

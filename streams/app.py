@@ -35,10 +35,10 @@ import faust
 import orjson
 from prometheus_client import Counter, Gauge
 
-from inferlog import metrics
-from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, EventError, from_kafka
-from inferlog.kafka import aiokafka_security
-from inferlog.retry import Backoff, retry_sync
+from core import metrics
+from core.events import REQUEST_TYPE, RESPONSE_TYPE, EventError, from_kafka
+from core.kafka import aiokafka_security
+from core.retry import Backoff, retry_sync
 from schemas import AvroSerde
 from schemas.wire import TICK_HEADER, ordinal_headers
 from streams import enrich
@@ -83,7 +83,7 @@ class MetadataTable:
         """Read the topic up to its current end (before the worker starts)."""
         from confluent_kafka import Consumer, TopicPartition
 
-        from inferlog.kafka import base_config
+        from core.kafka import base_config
 
         consumer = Consumer(
             {**base_config(self.cfg), "group.id": f"{self.cfg.app_id}-metadata", "enable.auto.commit": False}

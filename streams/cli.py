@@ -10,11 +10,11 @@ import threading
 import time
 from typing import Any
 
-from inferlog import config, logs
-from inferlog.config import CommonConfig
-from inferlog.errors import ConfigError
-from inferlog.runtime import tune_gc
-from inferlog.topics import TopicSpec, ensure_topics
+from core import config, logs
+from core.config import CommonConfig
+from core.errors import ConfigError
+from core.runtime import tune_gc
+from core.topics import TopicSpec, ensure_topics
 from streams.config import StreamsConfig
 
 
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def streams_topic_specs(cfg: StreamsConfig) -> list[TopicSpec]:
     """Topics the worker needs; the expiry-marker topic is co-partitioned with the events topic."""
-    from inferlog.topics import topic_specs
+    from core.topics import topic_specs
 
     return [*topic_specs(cfg), TopicSpec(cfg.topic_expiry, cfg.partitions, {"retention.ms": str(24 * 3600 * 1000)})]
 
@@ -54,7 +54,7 @@ def run_streams(args: argparse.Namespace) -> int:
 def run_worker(cfg: StreamsConfig) -> int:
     import logging
 
-    from inferlog import health
+    from core import health
     from schemas import AvroSerde
     from streams.app import MetadataTable, StreamsWorker, build_app
 
@@ -207,7 +207,7 @@ def run_metadata_set(args: argparse.Namespace) -> int:
 
     from confluent_kafka import Producer
 
-    from inferlog.kafka import producer_config
+    from core.kafka import producer_config
 
     cfg = config.from_args(CommonConfig, args)
     logs.setup(cfg.log_level, cfg.log_format)

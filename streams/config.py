@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inferlog.config import CommonConfig, env_name, setting
-from inferlog.errors import ConfigError
+from core.config import CommonConfig, env_name, setting
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)

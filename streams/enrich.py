@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent
+from core.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent
 
 PROTOCOLS = ("v1", "v2", "openai", "unknown")
 _TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inferlog.errors import InferlogError
+from core.errors import InferlogError
 
 
 class StreamsError(InferlogError):

@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from inferlog.events import fingerprint as event_fingerprint
-from inferlog.events import from_attributes
+from core.events import fingerprint as event_fingerprint
+from core.events import from_attributes
 from streams.enrich import Side
 from streams.errors import StateError
 

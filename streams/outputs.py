@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from inferlog.kafka import producer_config
+from core.kafka import producer_config
 from streams.config import StreamsConfig
 from streams.errors import OutputError
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from inferlog.config import CommonConfig, load
+from core.config import CommonConfig, load
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def stack() -> Iterator[CommonConfig]:
     """The running local stack (started if needed; left running for the main job and the next run)."""
-    from inferlog.stack.manager import StackConfig, start
+    from inferlog_stack.manager import StackConfig, start
 
     cfg = load(StackConfig)
     start(cfg)

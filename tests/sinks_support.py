@@ -11,9 +11,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from inferlog.config import CommonConfig, env_name
-from inferlog.kafka import consumer_config, producer_config
-from inferlog.topics import TopicSpec, ensure_topics
+from core.config import CommonConfig, env_name
+from core.kafka import consumer_config, producer_config
+from core.topics import TopicSpec, ensure_topics
 from schemas import AvroSerde
 from schemas.wire import TICK_HEADER
 from sinks.config import SinkConfig

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a fresh machine from the project's own files: system packages (apt) if missing, the Python venv
-# with inferlog and its dev extras (pip), and the servers' artifacts (Maven Central). Idempotent and quick
+# with inferlog, its dev extras and the local stack's own package (pip), and the servers' artifacts (Maven Central). Idempotent and quick
 # on a second run. Used by `make run` and `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,10 +26,10 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "bootstrap: Python >= 3.11 not found: install python3.11" >&2; exit 2; }
 
-stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml deploy/local/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev]" -e deploy/local  # inferlog, then the local stack beside it
   rm -f .venv/.installed-*; touch "$stamp"
 fi

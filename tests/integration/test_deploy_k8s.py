@@ -7,7 +7,7 @@ has resource requests; Prometheus annotations name the port that serves ``/metri
 variables each container gets are declared settings of its component and load and validate; the container
 arguments parse with the real ``inferlog`` CLI; the ingest's spool and the streams worker's state sit on
 per-pod volumes, the spool cap fits its volume and the grace period covers preStop + shutdown; the Strimzi
-topics agree with ``inferlog.topics.topic_specs`` and the Kafka bootstrap address; and the example
+topics agree with ``core.topics.topic_specs`` and the Kafka bootstrap address; and the example
 InferenceService's ``logger.url`` resolves to the ingest Service (name, namespace, port, target port).
 
 kustomize: ``INFERLOG_KUSTOMIZE`` (a binary), else a pinned kustomize cached in ``~/.cache/inferlog/``, built
@@ -36,8 +36,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from inferlog import config
-from inferlog.config import CommonConfig
+from core import config
+from core.config import CommonConfig
 
 pytestmark = pytest.mark.integration
 
@@ -465,7 +465,7 @@ def test_state_on_per_pod_volumes_and_graceful_shutdown_fits(r: Render) -> None:
 
 
 def test_kafka_topics_and_bootstrap_agree_with_the_settings(r: Render) -> None:
-    from inferlog.topics import topic_specs
+    from core.topics import topic_specs
 
     cfg = _app_config(r)
     (kafka,) = r.of_kind("Kafka")

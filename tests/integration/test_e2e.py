@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from inferlog_stack.run_cli import DEMO_ENV
 
-from inferlog.config import CommonConfig
-from inferlog.run_cli import DEMO_ENV
+from core.config import CommonConfig
 from inferlog.stats import Reconciliation, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,14 +17,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from botocore.config import Config
 from confluent_kafka import Consumer
 
-from inferlog.config import CommonConfig
-from inferlog.events import from_kafka
-from inferlog.kafka import consumer_config
-from inferlog.keys import partition_for
-from inferlog.topics import TopicSpec, ensure_topics
-from ingest import examples
+from core.config import CommonConfig
+from core.events import from_kafka
+from core.kafka import consumer_config
+from core.keys import partition_for
+from core.topics import TopicSpec, ensure_topics
 from ingest.app import build_app
 from ingest.config import IngestConfig
+from tests.support import ingest_examples as examples
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 3

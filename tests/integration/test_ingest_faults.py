@@ -22,12 +22,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from inferlog.config import CommonConfig, load
-from inferlog.retry import wait_until
-from ingest import examples
+from core.config import CommonConfig, load
+from core.retry import wait_until
 from ingest.app import INGEST_KEY, build_app
 from ingest.config import IngestConfig
 from tests.integration.test_ingest_contract import consume, ingest_config
+from tests.support import ingest_examples as examples
 
 pytestmark = pytest.mark.integration
 INFERLOG = str(Path(sys.executable).parent / "inferlog")
@@ -44,7 +44,7 @@ def acked_ids(msgs: list[Any]) -> collections.Counter[str]:
 
 @pytest.mark.restarts_kafka
 async def test_broker_outage_spools_and_delivers_exactly_once(stack: CommonConfig, unique: str, tmp_path: Path) -> None:
-    from inferlog.stack.manager import StackConfig, start, stop
+    from inferlog_stack.manager import StackConfig, start, stop
 
     stack_cfg = load(StackConfig)
     cfg = ingest_config(stack, unique, tmp_path, produce_timeout_s=2.0)

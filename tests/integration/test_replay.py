@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 from confluent_kafka import Producer
 
+from core.config import CommonConfig
+from core.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent, to_kafka
+from core.kafka import producer_config
+from core.topics import TopicSpec, ensure_topics
 from inferlog.cli import main
-from inferlog.config import CommonConfig
-from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent, to_kafka
-from inferlog.kafka import producer_config
 from inferlog.scan import ScanRange, scan
-from inferlog.topics import TopicSpec, ensure_topics
 
 pytestmark = pytest.mark.integration
 

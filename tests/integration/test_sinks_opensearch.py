@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 import pytest
 import urllib3
 
-from inferlog.config import CommonConfig
-from inferlog.retry import wait_until
+from core.config import CommonConfig
+from core.retry import wait_until
 from sinks.config import SinkConfig
 from sinks.framework import SinkRunner, run_until
 from sinks.opensearch import OpenSearchSink

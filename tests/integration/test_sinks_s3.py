@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from inferlog.config import CommonConfig
-from inferlog.retry import wait_until
+from core.config import CommonConfig
+from core.retry import wait_until
 from sinks.config import SinkConfig
 from sinks.framework import SinkRunner, run_until
 from sinks.s3 import S3Sink, make_client

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from inferlog.stack.process import port_open
+from inferlog_stack.process import port_open
 
 pytestmark = pytest.mark.integration
 

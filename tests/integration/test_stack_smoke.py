@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from inferlog.config import CommonConfig
-from inferlog.kafka import consumer_config, producer_config
+from core.config import CommonConfig
+from core.kafka import consumer_config, producer_config
 
 pytestmark = pytest.mark.integration
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from inferlog.config import CommonConfig
-from inferlog.events import REQUEST_TYPE
-from inferlog.keys import partition_for
-from inferlog.retry import wait_until
+from core.config import CommonConfig
+from core.events import REQUEST_TYPE
+from core.keys import partition_for
+from core.retry import wait_until
 from schemas import AvroSerde
 from schemas.serde import RegistryClient, SchemaError, load_schema
 from schemas.wire import record_id
-from streams import testing as T
 from streams.config import StreamsConfig
+from tests.support import streams_harness as T
 
 pytestmark = pytest.mark.integration
 

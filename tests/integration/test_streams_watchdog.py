@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from inferlog.config import CommonConfig, load
+from core.config import CommonConfig, load
 from streams.cli import STARTUP_STALLED
 from streams.config import StreamsConfig
-from streams.testing import WorkerProcess, env_for
+from tests.support.streams_harness import WorkerProcess, env_for
 
 pytestmark = pytest.mark.integration
 

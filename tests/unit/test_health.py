@@ -6,7 +6,7 @@ import socket
 import urllib.error
 import urllib.request
 
-from inferlog import health
+from core import health
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:

@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from ingest import examples
 from ingest.app import build_app
 from ingest.claimcheck import ClaimCheck
 from ingest.config import IngestConfig
 from ingest.spool import Spool
-from ingest.testing import FakeProducer
+from tests.support import ingest_examples as examples
+from tests.support.ingest_fakes import FakeProducer
 
 Factory = Callable[..., Any]
 

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferlog.events import LoggedEvent, from_kafka, to_kafka
-from ingest import examples
+from core.events import LoggedEvent, from_kafka, to_kafka
 from ingest.errors import BadEvent, UnsupportedFormat
 from ingest.parse import parse
 from ingest.service import to_record
+from tests.support import ingest_examples as examples
 
 
 def _content_type(headers: list[tuple[str, str]]) -> str | None:

@@ -8,7 +8,7 @@ import dataclasses
 import orjson
 import pytest
 
-from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent
+from core.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent
 from ingest.config import IngestConfig
 from ingest.errors import Forbidden, Unauthorized
 from ingest.policy import REDACTED, Auth, Policy, Redactor, Sampler

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from inferlog import config
+from core import config
 from inferlog.admin_cli import END, START, all_config_classes
 
 ROOT = Path(__file__).resolve().parents[2]

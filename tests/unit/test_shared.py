@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from inferlog import config
-from inferlog.config import CommonConfig, setting
-from inferlog.errors import ConfigError, InferlogError, TransientError, is_retriable
-from inferlog.events import REQUEST_TYPE, EventError, LoggedEvent, from_kafka, to_kafka
-from inferlog.keys import join_key, murmur2, partition_for, split_join_key
-from inferlog.logs import JsonFormatter
-from inferlog.retry import Backoff, retry_async, retry_sync
+from core import config
+from core.config import CommonConfig, setting
+from core.errors import ConfigError, InferlogError, TransientError, is_retriable
+from core.events import REQUEST_TYPE, EventError, LoggedEvent, from_kafka, to_kafka
+from core.keys import join_key, murmur2, partition_for, split_join_key
+from core.logs import JsonFormatter
+from core.retry import Backoff, retry_async, retry_sync
 
 
 @pytest.mark.parametrize(
@@ -179,7 +179,7 @@ def test_serde_canonical_sorts_maps() -> None:
 
 
 def test_kafka_options_override_inferlog_defaults_but_not_the_callers() -> None:
-    from inferlog.kafka import consumer_config, producer_config
+    from core.kafka import consumer_config, producer_config
 
     cfg = config.load(CommonConfig, env={"INFERLOG_KAFKA_OPTIONS": "compression.type=none,security.protocol=SSL"})
     prod = producer_config(cfg, **{"linger.ms": 0})
@@ -189,7 +189,7 @@ def test_kafka_options_override_inferlog_defaults_but_not_the_callers() -> None:
 
 
 def test_aiokafka_security_follows_kafka_options() -> None:
-    from inferlog.kafka import aiokafka_security
+    from core.kafka import aiokafka_security
 
     def sec(options: str) -> dict[str, object]:
         return aiokafka_security(config.load(CommonConfig, overrides={"kafka_options": options}))

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from inferlog import config
-from inferlog.errors import ConfigError
+from core import config
+from core.errors import ConfigError
 from sinks.config import SinkConfig
 
 

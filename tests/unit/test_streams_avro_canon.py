@@ -11,7 +11,7 @@ import fastavro
 
 from schemas.serde import AvroSerde, RegistryClient, _canonical, load_schema
 from streams.enrich import Side, build
-from streams.testing import BASE_US, event
+from tests.support.streams_harness import BASE_US, event
 
 FIELDS = ["traceparent", "x-request-id", "b", "a", "Z", "zz", "m", "x-b3-traceid"]
 

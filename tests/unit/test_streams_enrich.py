@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from schemas.serde import AvroSerde, RegistryClient, load_schema
 from streams.enrich import Side, build, parse_time_us, sniff, trace_ids
-from streams.testing import BASE_US, event, pair
+from tests.support.streams_harness import BASE_US, event, pair
 
 
 def test_time_parsing_nanoseconds_offsets_and_garbage() -> None:

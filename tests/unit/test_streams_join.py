@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streams.enrich import Side
 from streams.join import Joiner, Orphan, Outcome, Paired, Tick
-from streams.testing import BASE_US, event, pair
+from tests.support.streams_harness import BASE_US, event, pair
 
 S = 1_000_000
 

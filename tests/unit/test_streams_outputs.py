@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inferlog import config
+from core import config
 from streams.config import StreamsConfig
 from streams.errors import OutputError
 from streams.outputs import Outputs

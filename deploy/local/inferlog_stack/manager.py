@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferlog.config import CommonConfig, setting
-from inferlog.errors import StackError
-from inferlog.stack.process import alive, port_open, read_pid, spawn, terminate
-from inferlog.stack.servers import (
+from core.config import CommonConfig, setting
+from inferlog_stack.errors import StackError
+from inferlog_stack.process import alive, port_open, read_pid, spawn, terminate
+from inferlog_stack.servers import (
     LOCAL_DIR,
     TARGET,
     KafkaServer,
@@ -24,7 +24,7 @@ from inferlog.stack.servers import (
     Server,
 )
 
-log = logging.getLogger("inferlog.stack")
+log = logging.getLogger("inferlog_stack")
 
 SERVER_NAMES = ("kafka", "s3", "opensearch", "registry")
 

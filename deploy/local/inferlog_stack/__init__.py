@@ -6,6 +6,6 @@ Jars and archives come from Maven Central through ``deploy/local/pom.xml`` (cach
 directory (``INFERLOG_STACK_DIR``).
 """
 
-from inferlog.stack.manager import StackConfig, start, status, stop
+from inferlog_stack.manager import StackConfig, start, status, stop
 
 __all__ = ["StackConfig", "start", "status", "stop"]

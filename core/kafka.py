@@ -2,7 +2,7 @@
 
 Every producer is idempotent with ``acks=all`` and uses librdkafka's ``murmur2_random`` partitioner, the
 Java-compatible one, so that confluent-kafka, aiokafka/Faust and Java clients agree on where a key lives
-(see :func:`inferlog.keys.partition_for`).
+(see :func:`core.keys.partition_for`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from inferlog.config import CommonConfig, env_name
-from inferlog.errors import ConfigError
+from core.config import CommonConfig, env_name
+from core.errors import ConfigError
 
 
 def base_config(cfg: CommonConfig) -> dict[str, Any]:

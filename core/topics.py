@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from inferlog.config import CommonConfig
-from inferlog.errors import InferlogError
-from inferlog.kafka import base_config
+from core.config import CommonConfig
+from core.errors import InferlogError
+from core.kafka import base_config
 
-log = logging.getLogger("inferlog.topics")
+log = logging.getLogger("core.topics")
 
 
 class TopicError(InferlogError):

@@ -1,7 +1,7 @@
 """The root of inferlog's error hierarchy.
 
-Every package (``ingest``, ``streams``, ``sinks``, ``inferlog.stack``) derives its own errors from
-:class:`InferlogError`. ``retriable`` tells the shared retry helper (:mod:`inferlog.retry`) whether trying
+Every package (``ingest``, ``streams``, ``sinks``, ``inferlog_stack``) derives its own errors from
+:class:`InferlogError`. ``retriable`` tells the shared retry helper (:mod:`core.retry`) whether trying
 again can help: a broker that is briefly away is retriable, a malformed event or a bad setting is not.
 """
 
@@ -23,10 +23,6 @@ class InferlogError(Exception):
 
 class ConfigError(InferlogError):
     """A setting is missing or invalid. Raised before anything connects."""
-
-
-class StackError(InferlogError):
-    """The local stack of real servers could not be prepared, started or stopped."""
 
 
 class TransientError(InferlogError):

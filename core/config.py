@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from inferlog.errors import ConfigError
+from core.errors import ConfigError
 
 ENV_PREFIX = "INFERLOG_"
 C = TypeVar("C", bound="CommonConfig")

@@ -2,7 +2,7 @@
 
 ``log.info("spooled", extra={"namespace": ns, "depth": 3})`` prints
 ``{"ts": "...", "level": "info", "logger": "ingest", "msg": "spooled", "namespace": "...", "depth": 3}``.
-Secrets never reach a log: configuration is logged through :func:`inferlog.config.redacted`.
+Secrets never reach a log: configuration is logged through :func:`core.config.redacted`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one retry helper: exponential backoff with full jitter, bounded by attempts and a deadline.
 
 Every component retries through :func:`retry_async` or :func:`retry_sync`; what is worth retrying is
-decided by :func:`inferlog.errors.is_retriable` unless the caller passes its own predicate.
+decided by :func:`core.errors.is_retriable` unless the caller passes its own predicate.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from inferlog.errors import is_retriable
+from core.errors import is_retriable
 
 T = TypeVar("T")
-log = logging.getLogger("inferlog.retry")
+log = logging.getLogger("core.retry")
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inferlog import config, logs
-from inferlog.errors import InferlogError
-from inferlog.stack.manager import StackConfig, start
+from core import config, logs
+from core.errors import InferlogError
+from core.topics import ensure_topics
 from inferlog.stats import reconcile, render_table
-from inferlog.topics import ensure_topics
+from inferlog_stack.manager import StackConfig, start
 
 
 class RunError(InferlogError):
@@ -209,7 +209,7 @@ def _settings_env(cfg: StackConfig) -> dict[str, object]:
     """The common settings as INFERLOG_* variables, so every child sees the same addresses and topics."""
     import dataclasses
 
-    from inferlog.config import CommonConfig, env_name
+    from core.config import CommonConfig, env_name
 
     names = {f.name for f in dataclasses.fields(CommonConfig)}
     return {env_name(k): v for k, v in dataclasses.asdict(cfg).items() if k in names}

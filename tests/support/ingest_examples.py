@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE
+from core.events import REQUEST_TYPE, RESPONSE_TYPE
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferlog.config import CommonConfig
+from core.config import CommonConfig
 
 
 def client(

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from inferlog.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent, to_kafka
-from inferlog.kafka import base_config, producer_config
-from inferlog.topics import ensure_topics
+from core.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent, to_kafka
+from core.kafka import base_config, producer_config
+from core.topics import ensure_topics
 from streams.cli import STARTUP_STALLED, streams_topic_specs
 from streams.config import StreamsConfig
 

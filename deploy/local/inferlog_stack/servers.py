@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from inferlog.errors import StackError
+from inferlog_stack.errors import StackError
 
 if TYPE_CHECKING:
-    from inferlog.stack.manager import StackConfig
+    from inferlog_stack.manager import StackConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LOCAL_DIR = REPO_ROOT / "deploy" / "local"
+LOCAL_DIR = Path(__file__).resolve().parents[1]  # deploy/local: the pom.xml and the artifacts it fetches
 TARGET = LOCAL_DIR / "target"
 
 
@@ -217,7 +216,7 @@ class KafkaServer(Server):
         from confluent_kafka import Consumer, Producer, TopicPartition
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        from inferlog.retry import wait_until
+        from core.retry import wait_until
 
         topic = "__inferlog_stack_ready"
         admin = AdminClient({"bootstrap.servers": self.address(), "log_level": 0})

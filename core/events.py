@@ -18,8 +18,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from inferlog.errors import InferlogError
-from inferlog.keys import join_key
+from core.errors import InferlogError
+from core.keys import join_key
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"

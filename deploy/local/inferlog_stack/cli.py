@@ -6,8 +6,8 @@ import argparse
 import json
 import time
 
-from inferlog import config, logs
-from inferlog.stack.manager import SERVER_NAMES, StackConfig, start, status, stop
+from core import config, logs
+from inferlog_stack.manager import SERVER_NAMES, StackConfig, start, status, stop
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
