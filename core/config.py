@@ -179,6 +179,9 @@ class CommonConfig:
         secret=True,
     )
     registry_url: str = setting("http://127.0.0.1:18081/apis/ccompat/v7", "Confluent-compatible schema registry URL")
+    registry_auth: str = setting(
+        "", "Schema registry basic-auth credentials as user:password (Confluent Cloud: API key:secret)", secret=True
+    )
     s3_endpoint: str = setting("http://127.0.0.1:18333", "S3 API endpoint (empty for AWS's default)")
     s3_region: str = setting("us-east-1", "S3 region")
     s3_access_key: str = setting("inferlog", "S3 access key id", secret=True)

@@ -51,7 +51,8 @@ def iter_records(
     carries ``_partition`` and ``_offset``."""
     cfg = _config(cfg)
     topic = cfg.topic_failures if failures else cfg.topic_records
-    serde = AvroSerde.for_topic(cfg.registry_url, topic, "failure_signal" if failures else "inference_record")
+    schema = "failure_signal" if failures else "inference_record"
+    serde = AvroSerde.for_topic(cfg.registry_url, topic, schema, registry_auth=cfg.registry_auth)
     rng = ScanRange(start_ms=parse_time_ms(since) if since else None, end_ms=parse_time_ms(until) if until else None)
     wanted = set(keys) if keys is not None else None
     for msg in scan(cfg, topic, rng, follow=follow, idle_exit_s=idle_exit_s):

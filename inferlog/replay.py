@@ -107,7 +107,9 @@ def select(
     if records:
         from schemas import AvroSerde
 
-        decode = AvroSerde.for_topic(cfg.registry_url, topic, "inference_record").decode
+        decode = AvroSerde.for_topic(
+            cfg.registry_url, topic, "inference_record", registry_auth=cfg.registry_auth
+        ).decode
     for msg in scan(cfg, topic, rng):
         stats.read += 1
         if on_progress:

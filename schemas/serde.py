@@ -1,4 +1,5 @@
-"""Confluent wire format with fastavro and a small schema-registry client (Confluent-compatible API)."""
+"""Confluent wire format with fastavro; the schema registry through confluent-kafka's client (Confluent-compatible
+API, Apicurio's ccompat too)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import io
 import json
 import struct
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+from confluent_kafka.schema_registry.common._httpx_compat import httpx  # the HTTP library the client uses
 
 from core.errors import InferlogError
 
@@ -122,56 +123,65 @@ def _canonicalizer(schema: Any) -> Canon | None:
 
 
 class RegistryClient:
-    """Just the calls inferlog needs from a Confluent-compatible registry (Apicurio's ccompat API too)."""
+    """The calls inferlog needs from a Confluent-compatible registry (Apicurio's ccompat API too), made with
+    confluent-kafka's :class:`~confluent_kafka.schema_registry.SchemaRegistryClient`: TLS, basic auth
+    (``auth`` = ``user:password``, e.g. a Confluent Cloud API key and secret) and failover over a
+    comma-separated ``url`` come from it. It does no retries of its own: the callers' one retry layer
+    decides, from :attr:`SchemaError.retriable` (429, 5xx and no connection: retriable; else permanent)."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 10.0, *, auth: str = "") -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        conf: dict[str, Any] = {"url": self.url, "timeout": timeout_s, "max.retries": 0}
+        if auth:
+            if ":" not in auth:
+                raise SchemaError("registry credentials must be of the form user:password")
+            conf["basic.auth.user.info"] = auth
+        try:
+            self.client = SchemaRegistryClient(conf)
+        except ValueError as exc:  # e.g. credentials both in the URL and in ``auth``
+            raise SchemaError(f"registry {self.url}: {exc}") from None
         self._by_id: dict[int, Any] = {}
         self._lock = threading.Lock()
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-        )
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:500]
+            return fn()
+        except SchemaRegistryError as exc:
+            code = exc.http_status_code
+            hint = " (check INFERLOG_REGISTRY_AUTH)" if code in (401, 403) else ""
             raise SchemaError(
-                f"registry {method} {path}: HTTP {exc.code}: {detail}", retriable=exc.code >= 500 or exc.code == 429
+                f"registry {what}: HTTP {code}{hint}: {str(exc.error_message)[:500]}",
+                retriable=code >= 500 or code == 429,
             ) from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (httpx.TransportError, OSError) as exc:
             raise SchemaError(f"registry {self.url} unreachable: {exc}", retriable=True) from exc
 
     def register(self, subject: str, schema: str, compatibility: str = "BACKWARD") -> int:
-        self._call("PUT", f"/config/{subject}", {"compatibility": compatibility})
-        return int(self._call("POST", f"/subjects/{subject}/versions", {"schema": schema})["id"])
-
-    def check_compatible(self, subject: str, schema: str) -> bool:
-        try:
-            res = self._call("POST", f"/compatibility/subjects/{subject}/versions/latest", {"schema": schema})
-        except SchemaError as exc:
-            if "404" in str(exc):
-                return True
-            raise
-        return bool(res.get("is_compatible"))
+        """Set the subject's compatibility, then register ``schema`` (Avro text) under it; its id."""
+        client = self.client
+        self._call(f"PUT config/{subject}", lambda: client.set_compatibility(subject, compatibility))
+        return int(
+            self._call(
+                f"POST subjects/{subject}/versions",
+                lambda: client.register_schema(subject, Schema(schema, schema_type="AVRO")),
+            )
+        )
 
     def schema_by_id(self, schema_id: int) -> Any:
+        """The parsed (fastavro) writer schema of ``schema_id``, cached."""
         with self._lock:
             cached = self._by_id.get(schema_id)
         if cached is not None:
             return cached
-        text = self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
+        text = self._call(f"GET schemas/ids/{schema_id}", lambda: self.client.get_schema(schema_id)).schema_str
         parsed = fastavro.parse_schema(json.loads(text))
         with self._lock:
             self._by_id[schema_id] = parsed
         return parsed
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def _without_logical_types(schema: Any) -> Any:
@@ -210,10 +220,18 @@ class AvroSerde:
 
     @classmethod
     def for_topic(
-        cls, registry_url: str, topic: str, schema_name: str, *, timestamps_as_int: bool = False
+        cls,
+        registry_url: str,
+        topic: str,
+        schema_name: str,
+        *,
+        timestamps_as_int: bool = False,
+        registry_auth: str = "",
     ) -> AvroSerde:
+        """The serde of subject ``<topic>-value`` with ``schemas/<schema_name>.avsc``; ``registry_auth`` is
+        ``user:password`` (the ``registry_auth`` setting) or empty."""
         return cls(
-            RegistryClient(registry_url),
+            RegistryClient(registry_url, auth=registry_auth),
             f"{topic}-value",
             load_schema(schema_name),
             timestamps_as_int=timestamps_as_int,

@@ -61,8 +61,12 @@ def run_worker(cfg: StreamsConfig) -> int:
     log = logging.getLogger("inferlog.streams")
     log.info("starting streams worker", extra={"settings": config.redacted(cfg)})
     ensure_topics(cfg, streams_topic_specs(cfg))
-    record_serde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_records, "inference_record")
-    failure_serde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_failures, "failure_signal")
+    record_serde = AvroSerde.for_topic(
+        cfg.registry_url, cfg.topic_records, "inference_record", registry_auth=cfg.registry_auth
+    )
+    failure_serde = AvroSerde.for_topic(
+        cfg.registry_url, cfg.topic_failures, "failure_signal", registry_auth=cfg.registry_auth
+    )
     record_serde.register()
     failure_serde.register()
     meta = MetadataTable(cfg)
