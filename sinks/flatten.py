@@ -1,11 +1,17 @@
-"""Avro records → flat rows: the columns people query (Parquet, JSON Lines, OpenSearch documents).
+"""Avro records → flat rows: the columns people query (Parquet, JSON Lines, Iceberg, OpenSearch documents).
 
-One row per record. Ids, model, protocol, times, latency, status and sizes become top-level columns;
-``metadata``/``annotations``/``model_metadata`` stay maps; bodies become UTF-8 strings (base64 when they are
-not UTF-8, said by ``*_body_encoding``) or, when claim-checked, a ``*_dataref`` pointer. ``kafka_topic``,
-``kafka_partition`` and ``kafka_offset`` say where the row came from, so duplicates are measurable.
-The column sets and types are fixed (:data:`RECORD_SCHEMA`, :data:`FAILURE_SCHEMA`) so that every file of a
-table has the same schema, even a file whose values are all null.
+One row per record, with the columns of :mod:`schemas.columns` (derived from the ``.avsc``): ids, model,
+protocol, times, latency, status and sizes as top-level columns, ``request``/``response`` spread into
+``request_*``/``response_*``, maps kept as maps, bodies as UTF-8 text (base64 when not UTF-8, said by
+``*_body_encoding``), and ``kafka_topic``/``kafka_partition``/``kafka_offset`` saying where the row came from,
+so duplicates are measurable. Every file of a table has the same schema (:func:`arrow_schema`), even a file
+whose values are all null.
+
+Two builders, both made from the column list so that a field added to the schema appears in both:
+:func:`to_table` column by column (the Parquet and Iceberg path: no row dicts), and :func:`flatten` one
+row dict per record (JSON Lines, search documents). The row builder is generated Python source, compiled once
+per schema: a generic loop over column descriptions cost about twice as much per record as straight-line
+code; ``tests/unit/test_sinks_columns.py`` checks it against a plain reading of the rules.
 """
 
 from __future__ import annotations
@@ -13,104 +19,33 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
 
+from schemas.columns import Column, arrow_schema, columns
+
 __all__ = [
     "FAILURE_SCHEMA",
     "RECORD_SCHEMA",
+    "arrow_schema",
     "flatten",
     "flatten_failure",
     "flatten_record",
     "hive_path",
     "hive_path_at",
     "record_time_us",
+    "row_builder",
     "to_table",
 ]
 
-_TS = pa.timestamp("us", tz="UTC")
-_STR_MAP = pa.map_(pa.string(), pa.string())
-_LIST_MAP = pa.map_(pa.string(), pa.list_(pa.string()))
+RECORD_SCHEMA = arrow_schema("inference_record")
+FAILURE_SCHEMA = arrow_schema("failure_signal")
 
-
-def _payload_fields(side: str) -> list[pa.Field]:
-    return [
-        pa.field(f"{side}_ce_type", pa.string()),
-        pa.field(f"{side}_time", _TS),
-        pa.field(f"{side}_recorded_time", _TS),
-        pa.field(f"{side}_content_type", pa.string()),
-        pa.field(f"{side}_size", pa.int64()),
-        pa.field(f"{side}_body", pa.string()),
-        pa.field(f"{side}_body_encoding", pa.string()),
-        pa.field(f"{side}_dataref", pa.string()),
-        pa.field(f"{side}_sha256", pa.string()),
-        pa.field(f"{side}_extensions", _STR_MAP),
-        pa.field(f"{side}_source_partition", pa.int32()),
-        pa.field(f"{side}_source_offset", pa.int64()),
-    ]
-
-
-_KAFKA = [
-    pa.field("kafka_topic", pa.string(), nullable=False),
-    pa.field("kafka_partition", pa.int32(), nullable=False),
-    pa.field("kafka_offset", pa.int64(), nullable=False),
-]
-
-RECORD_SCHEMA = pa.schema(
-    [
-        pa.field("join_key", pa.string(), nullable=False),
-        pa.field("ce_id", pa.string()),
-        pa.field("ce_source", pa.string()),
-        pa.field("namespace", pa.string()),
-        pa.field("isvc", pa.string()),
-        pa.field("component", pa.string()),
-        pa.field("endpoint", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("protocol", pa.string()),
-        pa.field("model_name", pa.string()),
-        pa.field("model_version", pa.string()),
-        pa.field("event_time", _TS),
-        pa.field("latency_ms", pa.float64()),
-        pa.field("instance_count", pa.int32()),
-        *_payload_fields("request"),
-        *_payload_fields("response"),
-        pa.field("metadata", _LIST_MAP),
-        pa.field("annotations", _STR_MAP),
-        pa.field("trace_id", pa.string()),
-        pa.field("span_id", pa.string()),
-        pa.field("request_id", pa.string()),
-        pa.field("model_metadata", _STR_MAP),
-        pa.field("error", pa.string()),
-        *_KAFKA,
-    ]
-)
-
-FAILURE_SCHEMA = pa.schema(
-    [
-        pa.field("join_key", pa.string(), nullable=False),
-        pa.field("ce_id", pa.string()),
-        pa.field("namespace", pa.string()),
-        pa.field("isvc", pa.string()),
-        pa.field("component", pa.string()),
-        pa.field("kind", pa.string()),
-        pa.field("reason", pa.string()),
-        pa.field("model_name", pa.string()),
-        pa.field("model_version", pa.string()),
-        pa.field("protocol", pa.string()),
-        pa.field("event_time", _TS),
-        pa.field("detected_time", _TS),
-        pa.field("trace_id", pa.string()),
-        pa.field("request_id", pa.string()),
-        pa.field("metadata", _LIST_MAP),
-        pa.field("annotations", _STR_MAP),
-        pa.field("source_partition", pa.int32()),
-        pa.field("source_offset", pa.int64()),
-        *_KAFKA,
-    ]
-)
+Time = Callable[[Any], Any]
+RowBuilder = Callable[[dict[str, Any], str, int, int, Time], dict[str, Any]]
 
 
 def _body(raw: bytes | None) -> tuple[str | None, str | None]:
@@ -120,51 +55,6 @@ def _body(raw: bytes | None) -> tuple[str | None, str | None]:
         return raw.decode("utf-8"), "utf8"
     except UnicodeDecodeError:
         return base64.b64encode(raw).decode("ascii"), "base64"
-
-
-_RECORD_TOP = (
-    "join_key",
-    "ce_id",
-    "ce_source",
-    "namespace",
-    "isvc",
-    "component",
-    "endpoint",
-    "status",
-    "protocol",
-    "model_name",
-    "model_version",
-    "event_time",
-    "latency_ms",
-    "instance_count",
-)
-_PAYLOAD_PLAIN = (
-    ("ce_type", "ce_type"),
-    ("time", "time"),
-    ("recorded_time", "recorded_time"),
-    ("content_type", "content_type"),
-    ("size", "size"),
-    ("dataref", "dataref"),
-    ("sha256", "sha256"),
-    ("source_partition", "partition"),
-    ("source_offset", "offset"),
-)
-_FAILURE_TOP = (
-    "join_key",
-    "ce_id",
-    "namespace",
-    "isvc",
-    "component",
-    "kind",
-    "reason",
-    "model_name",
-    "model_version",
-    "protocol",
-    "event_time",
-    "detected_time",
-    "trace_id",
-    "request_id",
-)
 
 
 def _bodies(raw: list[bytes | None]) -> tuple[Any, Any]:
@@ -179,129 +69,143 @@ def _bodies(raw: list[bytes | None]) -> tuple[Any, Any]:
     return text, [None if b is None else "utf8" for b in raw]
 
 
-def _record_columns(recs: list[dict[str, Any]]) -> dict[str, Any]:
-    cols: dict[str, Any] = {name: [r.get(name) for r in recs] for name in _RECORD_TOP}
-    for side in ("request", "response"):
-        ps: list[dict[str, Any] | None] = [r.get(side) for r in recs]
-        for col, key in _PAYLOAD_PLAIN:
-            cols[f"{side}_{col}"] = [None if p is None else p.get(key) for p in ps]
-        raw = [None if p is None else p.get("body") for p in ps]
-        cols[f"{side}_body"], cols[f"{side}_body_encoding"] = _bodies(raw)
-        cols[f"{side}_extensions"] = [None if p is None else (p.get("extensions") or {}) for p in ps]
-    for name in ("metadata", "annotations", "model_metadata"):
-        cols[name] = [r.get(name) or {} for r in recs]
-    for name in ("trace_id", "span_id", "request_id", "error"):
-        cols[name] = [r.get(name) for r in recs]
-    return cols
+def _same(value: Any) -> Any:
+    return value
 
 
-def _failure_columns(recs: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    cols: dict[str, list[Any]] = {name: [r.get(name) for r in recs] for name in _FAILURE_TOP}
-    for name in ("metadata", "annotations"):
-        cols[name] = [r.get(name) or {} for r in recs]
-    cols["source_partition"] = [r.get("partition") for r in recs]
-    cols["source_offset"] = [r.get("offset") for r in recs]
-    return cols
+# -- the row builder: generated from the columns --------------------------------------------------------------
+
+
+def _row_source(cols: tuple[Column, ...]) -> str:
+    """Python source of ``build(rec, topic, partition, offset, time) -> row``: one statement per column, in column
+    order; the columns of a nested record are filled from one lookup of it (all None when it is null)."""
+    lines = ["def build(rec, topic, partition, offset, time):", "    get = rec.get", "    row = {}"]
+    i = 0
+    while i < len(cols):
+        c = cols[i]
+        if not c.path:  # Kafka coordinates
+            source = {"kafka_topic": "topic", "kafka_partition": "partition", "kafka_offset": "offset"}[c.name]
+            lines.append(f"    row[{c.name!r}] = {source}")
+            i += 1
+            continue
+        if len(c.path) == 1:
+            lines.extend("    " + s for s in _assign(c, "get"))
+            i += 2 if c.kind == "body" else 1
+            continue
+        if len(c.path) > 2:
+            raise ValueError(f"{c.name}: records nested more than one level have no row layout")
+        parent = c.path[0]
+        group = [x for x in cols[i:] if x.path[:1] == (parent,) and len(x.path) == 2]
+        lines.append(f"    p = get({parent!r})")
+        lines.append("    if p is None:")
+        lines.extend(f"        row[{x.name!r}] = None" for x in group)
+        lines.append("    else:")
+        lines.append("        pget = p.get")
+        j = 0
+        while j < len(group):
+            lines.extend("        " + s for s in _assign(group[j], "pget"))
+            j += 2 if group[j].kind == "body" else 1
+        i += len(group)
+    lines.append("    return row")
+    return "\n".join(lines) + "\n"
+
+
+def _assign(c: Column, get: str) -> list[str]:
+    key = c.path[-1]
+    if c.kind == "body":
+        return [f"row[{c.name!r}], row[{c.name + '_encoding'!r}] = _body({get}({key!r}))"]
+    if c.kind == "timestamp":
+        return [f"row[{c.name!r}] = time({get}({key!r}))"]
+    if c.kind == "str_map":
+        return [f"row[{c.name!r}] = dict({get}({key!r}) or {{}})"]
+    if c.kind == "list_map":
+        return [f"row[{c.name!r}] = {{k: list(v) for k, v in ({get}({key!r}) or {{}}).items()}}"]
+    return [f"row[{c.name!r}] = {get}({key!r})"]
+
+
+@cache
+def row_builder(schema_name: str) -> RowBuilder:
+    """The compiled row builder of ``schema_name`` (see :func:`flatten`)."""
+    return compile_row_builder(columns(schema_name))
+
+
+def compile_row_builder(cols: tuple[Column, ...]) -> RowBuilder:
+    namespace: dict[str, Any] = {"_body": _body}
+    exec(
+        compile(_row_source(cols), "<inferlog row builder>", "exec"), namespace
+    )  # the source is generated from our own schema
+    build: RowBuilder = namespace["build"]
+    return build
+
+
+def flatten(
+    schema_name: str, rec: dict[str, Any], topic: str, partition: int, offset: int, time: Time = _same
+) -> dict[str, Any]:
+    """One decoded record → one row of :func:`arrow_schema` (keys in column order). ``time`` converts each
+    timestamp (the search sink writes int microseconds as ISO strings)."""
+    return row_builder(schema_name)(rec, topic, partition, offset, time)
+
+
+def flatten_record(rec: dict[str, Any], topic: str, partition: int, offset: int, time: Time = _same) -> dict[str, Any]:
+    """:func:`flatten` of an ``InferenceRecord``."""
+    return row_builder("inference_record")(rec, topic, partition, offset, time)
+
+
+def flatten_failure(rec: dict[str, Any], topic: str, partition: int, offset: int, time: Time = _same) -> dict[str, Any]:
+    """:func:`flatten` of a ``FailureSignal``."""
+    return row_builder("failure_signal")(rec, topic, partition, offset, time)
+
+
+# -- the column builder ---------------------------------------------------------------------------------------
+
+
+def columns_of_records(cols: tuple[Column, ...], recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{column: values}`` of ``recs`` for every column with an Avro path (lists, or Arrow arrays for bodies)."""
+    out: dict[str, Any] = {}
+    nested: dict[str, list[dict[str, Any] | None]] = {}
+    for c in cols:
+        if not c.path or c.kind == "encoding":
+            continue
+        if len(c.path) == 1:
+            values: list[Any] = [r.get(c.path[0]) for r in recs]
+            if c.kind in ("str_map", "list_map"):
+                values = [v or {} for v in values]
+        else:
+            parents = nested.get(c.path[0])
+            if parents is None:
+                parents = nested[c.path[0]] = [r.get(c.path[0]) for r in recs]
+            key = c.path[1]
+            values = [None if p is None else p.get(key) for p in parents]
+            if c.kind in ("str_map", "list_map"):
+                values = [None if p is None else (v or {}) for p, v in zip(parents, values, strict=True)]
+        if c.kind == "body":
+            out[c.name], out[f"{c.name}_encoding"] = _bodies(values)
+        else:
+            out[c.name] = values
+    return out
 
 
 def to_table(schema_name: str, recs: list[dict[str, Any]], topic: str, partition: int, offsets: list[int]) -> pa.Table:
     """The rows :func:`flatten` makes of ``recs``, as an Arrow table of :func:`arrow_schema`, built column by
     column (no row dicts): the same table as ``pa.Table.from_pylist`` of the flattened rows, several times
     cheaper."""
-    schema = arrow_schema(schema_name)
-    cols = _failure_columns(recs) if schema_name == "failure_signal" else _record_columns(recs)
+    return table_of(columns(schema_name), arrow_schema(schema_name), recs, topic, partition, offsets)
+
+
+def table_of(
+    cols: tuple[Column, ...], schema: pa.Schema, recs: list[dict[str, Any]], topic: str, partition: int,
+    offsets: list[int],
+) -> pa.Table:  # fmt: skip
+    values = columns_of_records(cols, recs)
     n = len(recs)
-    arrays = [
-        c if isinstance(c := cols[f.name], pa.Array) else pa.array(c, type=f.type)
-        for f in schema
-        if not f.name.startswith("kafka_")
-    ]
-    arrays.append(pa.array([topic] * n, type=pa.string()))
-    arrays.append(pa.array([partition] * n, type=pa.int32()))
-    arrays.append(pa.array(offsets, type=pa.int64()))
+    values["kafka_topic"] = pa.array([topic] * n, type=pa.string())
+    values["kafka_partition"] = pa.array([partition] * n, type=pa.int32())
+    values["kafka_offset"] = pa.array(offsets, type=pa.int64())
+    arrays = [v if isinstance(v := values[f.name], pa.Array) else pa.array(v, type=f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _kafka(topic: str, partition: int, offset: int) -> dict[str, Any]:
-    return {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset}
-
-
-_PAYLOAD_KEYS = {side: tuple(f.name for f in _payload_fields(side)) for side in ("request", "response")}
-_NO_PAYLOAD = {side: dict.fromkeys(keys) for side, keys in _PAYLOAD_KEYS.items()}
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _payload_into(row: dict[str, Any], side: str, p: dict[str, Any] | None, time: Callable[[Any], Any]) -> None:
-    """Add the columns of one payload to ``row`` (in schema order)."""
-    if p is None:
-        row.update(_NO_PAYLOAD[side])
-        return
-    get = p.get
-    body, encoding = _body(get("body"))
-    k = _PAYLOAD_KEYS[side]
-    row[k[0]] = get("ce_type")
-    row[k[1]] = time(get("time"))
-    row[k[2]] = time(get("recorded_time"))
-    row[k[3]] = get("content_type")
-    row[k[4]] = get("size")
-    row[k[5]] = body
-    row[k[6]] = encoding
-    row[k[7]] = get("dataref")
-    row[k[8]] = get("sha256")
-    row[k[9]] = dict(get("extensions") or {})
-    row[k[10]] = get("partition")
-    row[k[11]] = get("offset")
-
-
-def flatten_record(
-    rec: dict[str, Any], topic: str, partition: int, offset: int, time: Callable[[Any], Any] = _same
-) -> dict[str, Any]:
-    """One decoded ``InferenceRecord`` → one row of :data:`RECORD_SCHEMA` (keys in schema order); ``time``
-    converts each timestamp (the search sink writes int microseconds as ISO strings)."""
-    get = rec.get
-    row: dict[str, Any] = {name: get(name) for name in _RECORD_TOP}
-    row["event_time"] = time(row["event_time"])
-    _payload_into(row, "request", get("request"), time)
-    _payload_into(row, "response", get("response"), time)
-    row["metadata"] = {k: list(v) for k, v in (get("metadata") or {}).items()}
-    row["annotations"] = dict(get("annotations") or {})
-    row["trace_id"] = get("trace_id")
-    row["span_id"] = get("span_id")
-    row["request_id"] = get("request_id")
-    row["model_metadata"] = dict(get("model_metadata") or {})
-    row["error"] = get("error")
-    row["kafka_topic"] = topic
-    row["kafka_partition"] = partition
-    row["kafka_offset"] = offset
-    return row
-
-
-def flatten_failure(
-    rec: dict[str, Any], topic: str, partition: int, offset: int, time: Callable[[Any], Any] = _same
-) -> dict[str, Any]:
-    """One decoded ``FailureSignal`` → one row of :data:`FAILURE_SCHEMA` (``time`` as in :func:`flatten_record`)."""
-    row: dict[str, Any] = {name: rec.get(name) for name in _FAILURE_TOP}
-    row["event_time"] = time(row["event_time"])
-    row["detected_time"] = time(row["detected_time"])
-    row["metadata"] = {k: list(v) for k, v in (rec.get("metadata") or {}).items()}
-    row["annotations"] = dict(rec.get("annotations") or {})
-    row["source_partition"] = rec.get("partition")
-    row["source_offset"] = rec.get("offset")
-    row.update(_kafka(topic, partition, offset))
-    return row
-
-
-def flatten(schema_name: str, rec: dict[str, Any], topic: str, partition: int, offset: int) -> dict[str, Any]:
-    if schema_name == "failure_signal":
-        return flatten_failure(rec, topic, partition, offset)
-    return flatten_record(rec, topic, partition, offset)
-
-
-def arrow_schema(schema_name: str) -> pa.Schema:
-    return FAILURE_SCHEMA if schema_name == "failure_signal" else RECORD_SCHEMA
+# -- record time and Hive partitions --------------------------------------------------------------------------
 
 
 def _utc(value: Any) -> dt.datetime:
