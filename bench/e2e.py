@@ -43,6 +43,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 import aiohttp  # noqa: E402
 from inferlog_stack.run_cli import DEMO_ENV  # noqa: E402
 
+from core import s3  # noqa: E402
 from core.config import CommonConfig, load  # noqa: E402
 from ingest.demo import inference_events  # noqa: E402
 
@@ -72,14 +73,8 @@ class Watcher:
     """Polls OpenSearch (ids query) and the archive listing for the keys sent."""
 
     def __init__(self, cfg: CommonConfig, index_prefix: str, archive_prefix: str) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.cfg, self.index_prefix, self.archive_prefix = cfg, index_prefix, archive_prefix
-        self.s3 = boto3.client(
-            "s3", endpoint_url=cfg.s3_endpoint, region_name=cfg.s3_region, aws_access_key_id=cfg.s3_access_key,
-            aws_secret_access_key=cfg.s3_secret_key, config=Config(s3={"addressing_style": "path"}),
-        )  # fmt: skip
+        self.s3 = s3.client(cfg)
         self.seen_objects: set[str] = set()
 
     def searchable(self, keys: list[str]) -> set[str]:

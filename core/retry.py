@@ -1,18 +1,17 @@
 """The one retry helper: exponential backoff with full jitter, bounded by attempts and a deadline.
 
-Every component retries through :func:`retry_async` or :func:`retry_sync`; what is worth retrying is
-decided by :func:`core.errors.is_retriable` unless the caller passes its own predicate.
+Blocking callers retry through :func:`retry_sync`; what is worth retrying is decided by
+:func:`core.errors.is_retriable` unless the caller passes its own predicate. (The ingest's spool drain, the
+one asyncio retry, keeps its own loop: it retries without end and also wakes on new spool data.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import random
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -47,42 +46,6 @@ class Backoff:
             raise ValueError("Backoff needs attempts > 0 or deadline_s > 0 so that retries end")
 
 
-def _delay_or_raise(
-    policy: Backoff, attempt: int, started: float, retriable: Callable[[BaseException], bool], what: str
-) -> float:
-    """Called in an ``except`` block: re-raise the current error unless another attempt is allowed, else
-    log and return how long to wait before it."""
-    exc = sys.exc_info()[1]
-    assert exc is not None
-    if not retriable(exc):
-        raise exc
-    delay = policy.delay(attempt)
-    out_of_attempts = policy.attempts > 0 and attempt + 1 >= policy.attempts
-    out_of_time = policy.deadline_s > 0 and time.monotonic() - started + delay > policy.deadline_s
-    if out_of_attempts or out_of_time:
-        raise exc
-    log.warning("retrying", extra={"what": what, "attempt": attempt + 1, "delay_s": round(delay, 3), "error": str(exc)})
-    return delay
-
-
-async def retry_async(
-    fn: Callable[[], Awaitable[T]],
-    policy: Backoff = Backoff(),
-    *,
-    retriable: Callable[[BaseException], bool] = is_retriable,
-    what: str = "operation",
-) -> T:
-    """Await ``fn()`` until it succeeds, a non-retriable error is raised, or the policy gives up
-    (then the last error is raised)."""
-    started = time.monotonic()
-    for attempt in itertools.count():
-        try:
-            return await fn()
-        except Exception:
-            await asyncio.sleep(_delay_or_raise(policy, attempt, started, retriable, what))
-    raise AssertionError("unreachable")
-
-
 def retry_sync(
     fn: Callable[[], T],
     policy: Backoff = Backoff(),
@@ -90,13 +53,24 @@ def retry_sync(
     retriable: Callable[[BaseException], bool] = is_retriable,
     what: str = "operation",
 ) -> T:
-    """Blocking twin of :func:`retry_async`."""
+    """Call ``fn()`` until it succeeds, a non-retriable error is raised, or the policy gives up
+    (then the last error is raised)."""
     started = time.monotonic()
     for attempt in itertools.count():
         try:
             return fn()
-        except Exception:
-            time.sleep(_delay_or_raise(policy, attempt, started, retriable, what))
+        except Exception as exc:
+            if not retriable(exc):
+                raise
+            delay = policy.delay(attempt)
+            out_of_attempts = policy.attempts > 0 and attempt + 1 >= policy.attempts
+            out_of_time = policy.deadline_s > 0 and time.monotonic() - started + delay > policy.deadline_s
+            if out_of_attempts or out_of_time:
+                raise
+            log.warning(
+                "retrying", extra={"what": what, "attempt": attempt + 1, "delay_s": round(delay, 3), "error": str(exc)}
+            )
+            time.sleep(delay)
     raise AssertionError("unreachable")
 
 

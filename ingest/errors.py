@@ -34,13 +34,6 @@ class UnsupportedFormat(IngestError):
     reason = "unsupported_media_type"
 
 
-class TooLarge(IngestError):
-    """The body is over the configured maximum."""
-
-    status = 413
-    reason = "too_large"
-
-
 class Unauthorized(IngestError):
     """No bearer token, or an unknown one, while tokens are configured."""
 

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.config import CommonConfig
 from core.kafka import consumer_config, producer_config
+from core.s3 import client as s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -89,18 +90,9 @@ def test_kafka_aiokafka_roundtrip_with_headers(stack: CommonConfig, unique: str)
 
 
 def test_s3_put_list_get_and_multipart(stack: CommonConfig, unique: str) -> None:
-    import boto3
     from boto3.s3.transfer import TransferConfig
-    from botocore.config import Config
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.s3_endpoint,
-        region_name=stack.s3_region,
-        aws_access_key_id=stack.s3_access_key,
-        aws_secret_access_key=stack.s3_secret_key,
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    s3 = s3_client(stack)
     bucket = f"smoke-{unique}"
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="a/b/one.txt", Body=b"hello", Metadata={"x": "1"})

@@ -16,7 +16,7 @@ from core.errors import ConfigError, InferlogError, TransientError, is_retriable
 from core.events import REQUEST_TYPE, EventError, LoggedEvent, from_kafka, to_kafka
 from core.keys import join_key, murmur2, partition_for, split_join_key
 from core.logs import JsonFormatter
-from core.retry import Backoff, retry_async, retry_sync
+from core.retry import Backoff, retry_sync
 
 
 @pytest.mark.parametrize(
@@ -108,15 +108,15 @@ def test_retry_sync_retries_only_retriable() -> None:
     assert len(calls) == 1
 
 
-async def test_retry_async_gives_up_after_attempts() -> None:
+def test_retry_sync_gives_up_after_attempts() -> None:
     calls = []
 
-    async def down() -> None:
+    def down() -> None:
         calls.append(1)
         raise ConnectionError("refused")
 
     with pytest.raises(ConnectionError):
-        await retry_async(down, Backoff(base_s=0.001, attempts=4))
+        retry_sync(down, Backoff(base_s=0.001, attempts=4))
     assert len(calls) == 4
     assert is_retriable(ConnectionError()) and not is_retriable(ValueError())
 
