@@ -7,7 +7,18 @@ Each component declares its settings as a frozen dataclass whose fields are made
 - the command-line flag: ``--`` + the field name with dashes (flags win over the environment);
 - parsing and type conversion (``str``, ``int``, ``float``, ``bool``), with a :class:`ConfigError`
   naming the variable on a bad value, and the class's own ``validate()`` run before anything connects;
-- the configuration table of the README (``inferlog config --markdown``) and a redacted dump for logs.
+- the configuration table of the README (``inferlog config --markdown``), a redacted dump for logs, and a
+  ``repr``/``str`` that shows ``***`` for every secret that is set (a config is logged and printed in
+  tracebacks, so the secret must not depend on each caller remembering :func:`redacted`);
+- the set of known ``INFERLOG_*`` names: :func:`load` refuses an unknown one (a typo such as
+  ``INFERLOG_KAFKA_BOOTSTRAPS`` would otherwise leave the default in force without a word), naming the
+  variable and the closest known name.
+
+Every process must know the settings of *every* class, not only its own: the Kubernetes ConfigMap gives all
+containers the same variables. Each distribution therefore declares the modules that define its settings
+classes in the ``inferlog.config`` entry-point group, and :func:`config_classes` imports them before the check.
+That keeps this module ignorant of the stages (the layers run downwards) while a subclass declared in one of
+those modules, e.g. a new sink's config, is known without being listed anywhere else.
 
 :class:`CommonConfig` holds what every process shares (addresses of Kafka, the registry, S3 and
 OpenSearch, topic names, logging). Components subclass it and add their own fields.
@@ -17,6 +28,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import functools
+import importlib
+import importlib.metadata
+import logging
 import os
 import types
 import typing
@@ -28,11 +44,28 @@ from core.errors import ConfigError
 
 ENV_PREFIX = "INFERLOG_"
 C = TypeVar("C", bound="CommonConfig")
+ENTRY_POINT_GROUP = "inferlog.config"
+ALLOW_UNKNOWN_ENV = "INFERLOG_ALLOW_UNKNOWN_ENV"
+# INFERLOG_* variables that are not settings, with who reads them. They share the prefix so that one
+# namespace holds everything the project reads, and so they must be declared to pass the unknown-name check.
+NON_SETTING_ENV: dict[str, str] = {
+    ALLOW_UNKNOWN_ENV: "1: only warn about unknown INFERLOG_* variables (a rollback to an image that predates "
+    "a setting the shared ConfigMap already carries)",
+    "INFERLOG_REQUIRE_INTEGRATION": "tests/conftest.py: 1 makes a missing local stack an error, not a skip",
+    "INFERLOG_KEEP_STACK": "deploy/local/test.sh: 1 leaves running the stack the test run started",
+    "INFERLOG_KUSTOMIZE": "tests/integration/test_deploy_k8s.py: the kustomize binary to render with",
+}
+_allowed_env: set[str] = set(NON_SETTING_ENV)
+log = logging.getLogger(__name__)
 
 
 def setting(default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
     """Declare one setting: its default, one line of documentation, whether it is a secret."""
-    return dataclasses.field(default=default, metadata={"doc": doc, "secret": secret, "choices": choices})
+    # repr=False keeps a secret out of any repr that dataclasses generates; CommonConfig's own __repr__
+    # still lists the field, redacted.
+    return dataclasses.field(
+        default=default, repr=not secret, metadata={"doc": doc, "secret": secret, "choices": choices}
+    )
 
 
 def env_name(field_name: str) -> str:
@@ -73,6 +106,72 @@ def _convert(raw: str, tp: type, source: str) -> Any:
         raise ConfigError(f"{source}={raw!r} is not a valid {tp.__name__}: {exc}") from None
 
 
+def allow_env(*names: str) -> None:
+    """Declare ``INFERLOG_*`` variables that are not settings (for code outside this module that reads one)."""
+    _allowed_env.update(names)
+
+
+@functools.cache
+def _import_declared_modules() -> tuple[str, ...]:
+    """Import every module an installed distribution declares in the ``inferlog.config`` group, once."""
+    names = []
+    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            importlib.import_module(ep.value)
+        except ImportError as exc:
+            raise ConfigError(
+                f"entry point {ENTRY_POINT_GROUP}:{ep.name} = {ep.value} cannot be imported ({exc}); "
+                "reinstall the distribution that declares it (pip install -e .)"
+            ) from exc
+        names.append(ep.value)
+    return tuple(names)
+
+
+def config_classes() -> list[type[CommonConfig]]:
+    """:class:`CommonConfig` and every subclass, after importing the declared config modules."""
+    _import_declared_modules()
+    out: list[type[CommonConfig]] = []
+    todo: list[type[CommonConfig]] = [CommonConfig]
+    while todo:
+        cls = todo.pop(0)
+        if cls not in out:
+            out.append(cls)
+            todo.extend(cls.__subclasses__())
+    return out
+
+
+def known_env() -> set[str]:
+    """Every ``INFERLOG_*`` name the project reads: each setting of each class, and the declared others."""
+    names = {env_name(f.name) for cls in config_classes() for f in dataclasses.fields(cls)}
+    return names | _allowed_env
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    """Refuse ``INFERLOG_*`` variables that are not known, naming each with the closest known name
+    (only a warning when ``INFERLOG_ALLOW_UNKNOWN_ENV`` is true)."""
+    candidates = [name for name in env if name.startswith(ENV_PREFIX)]
+    if not candidates:
+        return
+    known = known_env()
+    unknown = sorted(name for name in candidates if name not in known)
+    if not unknown:
+        return
+    # Compared without the shared prefix, which would make every name look close to every other.
+    suffixes = {name.removeprefix(ENV_PREFIX): name for name in known}
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), sorted(suffixes), n=1)
+        described.append(f"{name} (did you mean {suffixes[close[0]]}?)" if close else name)
+    message = (
+        f"unknown environment variable{'s' if len(unknown) > 1 else ''} {', '.join(described)}: not a setting "
+        f"of inferlog (`inferlog config --markdown` lists them); set {ALLOW_UNKNOWN_ENV}=1 to only warn"
+    )
+    if env.get(ALLOW_UNKNOWN_ENV, "").strip().lower() in _TRUE:
+        log.warning("%s", message)
+        return
+    raise ConfigError(message)
+
+
 def load(
     cls: type[C],
     *,
@@ -80,8 +179,9 @@ def load(
     overrides: Mapping[str, Any] | None = None,
 ) -> C:
     """Build ``cls`` from defaults, then the environment, then ``overrides`` (e.g. parsed flags whose
-    value is not ``None``), and validate it."""
+    value is not ``None``), and validate it. An unknown ``INFERLOG_*`` name in ``env`` is an error."""
     env = os.environ if env is None else env
+    check_env(env)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         tp = _field_type(cls, f)
@@ -168,9 +268,21 @@ def parse_pairs(raw: str, source: str, *, sep: str = ",", kv: str = "=") -> dict
     return out
 
 
+def _redacted_repr(self: CommonConfig) -> str:
+    fields = ", ".join(f"{name}={value!r}" for name, value in redacted(self).items())
+    return f"{type(self).__qualname__}({fields})"
+
+
 @dataclass(frozen=True)
 class CommonConfig:
     """Settings every inferlog process shares."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # @dataclass writes a __repr__ only where the class body defines none; this runs before the
+        # decorator, so every subclass keeps the redacting one instead of a generated repr.
+        if "__repr__" not in cls.__dict__:
+            setattr(cls, "__repr__", _redacted_repr)  # noqa: B010 (mypy refuses assigning a method)
 
     kafka_bootstrap: str = setting("127.0.0.1:19092", "Kafka bootstrap servers (host:port,...)")
     kafka_options: str = setting(
@@ -200,6 +312,8 @@ class CommonConfig:
     events_retention_ms: int = setting(7 * 24 * 3600 * 1000, "Retention of the events topic, ms")
     log_level: str = setting("info", "Log level", choices=("debug", "info", "warning", "error"))
     log_format: str = setting("json", "Log format", choices=("json", "text"))
+
+    __repr__ = _redacted_repr
 
     def validate(self) -> None:
         if not self.kafka_bootstrap.strip():
