@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 
 @dataclass(frozen=True)
@@ -106,5 +107,38 @@ def wait_for_group_caught_up(
             if time.monotonic() >= deadline:
                 raise GroupLagTimeout(group, timeout_s, lagging)
             time.sleep(poll_s)  # poll interval of a condition with a deadline
+    finally:
+        consumer.close()
+
+
+def read_to_end(conf: dict[str, Any], topic: str, timeout_s: float = 30.0) -> list[Message]:
+    """Every record of ``topic`` up to the high watermarks it has when called: exact once whatever should be in
+    the topic has been acknowledged by Kafka (no quiet window to wait for stragglers). ``conf`` is a client
+    configuration (bootstrap, security); a throw-away group id that commits nothing is added."""
+    consumer = Consumer({**conf, "group.id": f"read-to-end-{time.monotonic_ns()}", "enable.auto.commit": False})
+    try:
+        tps = _partitions(consumer, [topic])
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1] for tp in tps}
+        consumer.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in tps])
+        done = {p: 0 for p in ends}
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while any(done[p] < ends[p] for p in ends):
+            if time.monotonic() >= deadline:
+                short = {p: f"{done[p]}/{ends[p]}" for p in ends if done[p] < ends[p]}
+                raise TimeoutError(
+                    f"{topic}: not read to its end within {timeout_s:g}s (partition: offset/end {short})"
+                )
+            for msg in consumer.consume(10000, 0.2):
+                if msg.error() is not None:
+                    raise RuntimeError(f"{topic}: {msg.error()}")
+                p, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+                if offset < ends[p]:
+                    out.append(msg)
+                done[p] = max(done[p], offset + 1)
+            for tp in consumer.position(tps):  # past control records or compacted gaps
+                if tp.offset >= 0:
+                    done[tp.partition] = max(done[tp.partition], tp.offset)
+        return out
     finally:
         consumer.close()

@@ -21,6 +21,7 @@ from core.kafka import base_config, producer_config
 from core.topics import ensure_topics
 from streams.cli import STARTUP_STALLED, streams_topic_specs
 from streams.config import StreamsConfig
+from tests.support import kafka_wait
 
 BASE_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
@@ -128,10 +129,9 @@ def read_all(
     *,
     until: Callable[[list[Rec]], bool],
     timeout_s: float = 60.0,
-    settle_s: float = 0.0,
 ) -> list[Rec]:
-    """Read ``topic`` from the beginning until ``until(records)`` holds (then for ``settle_s`` more, to catch
-    extra records) or raise TimeoutError."""
+    """Read ``topic`` from the beginning until ``until(records)`` holds or raise TimeoutError. To see *every*
+    record (duplicates too), wait for the producing stage to catch up and use :func:`read_to_end`."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -147,34 +147,31 @@ def read_all(
         consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
         out: list[Rec] = []
         deadline = time.monotonic() + timeout_s
-        settle_end: float | None = None
-        while True:
-            now = time.monotonic()
-            if settle_end is not None and now >= settle_end:
-                return out
-            if settle_end is None and until(out):
-                if settle_s <= 0:
-                    return out
-                settle_end = now + settle_s
-            if now >= deadline:
+        while not until(out):
+            if time.monotonic() >= deadline:
                 raise TimeoutError(f"{topic}: condition not met within {timeout_s}s ({len(out)} records)")
-            for msg in consumer.consume(10000, 0.2):
-                if msg.error():
-                    continue
-                out.append(
-                    Rec(
-                        int(msg.partition() or 0),
-                        int(msg.offset() or 0),
-                        msg.key(),
-                        msg.value() or b"",
-                        {
-                            str(k): v if isinstance(v, bytes) else (v or "").encode()
-                            for k, v in list(msg.headers() or [])
-                        },
-                    )
-                )
+            out += [_rec(msg) for msg in consumer.consume(10000, 0.2) if not msg.error()]
+        return out
     finally:
         consumer.close()
+
+
+def _rec(msg: Any) -> Rec:
+    headers = {str(k): v if isinstance(v, bytes) else (v or "").encode() for k, v in list(msg.headers() or [])}
+    return Rec(int(msg.partition() or 0), int(msg.offset() or 0), msg.key(), msg.value() or b"", headers)
+
+
+def read_to_end(cfg: StreamsConfig, topic: str, timeout_s: float = 60.0) -> list[Rec]:
+    """Every record of ``topic`` up to its high watermarks now (see :func:`tests.support.kafka_wait.read_to_end`)."""
+    return [_rec(msg) for msg in kafka_wait.read_to_end(base_config(cfg), topic, timeout_s)]
+
+
+def wait_caught_up(cfg: StreamsConfig, timeout_s: float = 60.0) -> float:
+    """Wait until the worker's group has committed every event and expiry marker produced so far; as the worker
+    flushes its outputs before it commits, its records and failures are then all in their topics."""
+    return kafka_wait.wait_for_group_caught_up(
+        cfg.kafka_bootstrap, cfg.app_id, [cfg.topic_events, cfg.topic_expiry], timeout_s
+    )
 
 
 def env_for(cfg: StreamsConfig) -> dict[str, str]:
