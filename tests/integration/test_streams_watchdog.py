@@ -16,7 +16,7 @@ import pytest
 from core.config import CommonConfig, load
 from streams.cli import STARTUP_STALLED
 from streams.config import StreamsConfig
-from tests.support.streams_harness import WorkerProcess, env_for
+from tests.support.streams_harness import StartupStalled, WorkerProcess, env_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,21 @@ def test_a_stalled_start_exits_with_the_restart_code(stack: CommonConfig, unique
     assert "start-up stalled" in res.stderr
 
 
+def test_the_harness_fails_a_stalled_start_instead_of_restarting_it(
+    stack: CommonConfig, unique: str, tmp_path: Path
+) -> None:
+    cfg = _config(stack, unique, tmp_path, startup_timeout_s=0.2)
+    (tmp_path / "state").mkdir()
+    worker = WorkerProcess(cfg, "stalls")
+    try:
+        with pytest.raises(StartupStalled, match=r"(?s)worker 'stalls' stalled during start-up.*start-up stalled"):
+            worker.wait_ready(timeout_s=120)
+        assert worker.proc.returncode == STARTUP_STALLED
+        assert worker.log_text().count("start-up stalled") == 1  # one start, not restarted
+    finally:
+        worker.stop()
+
+
 def test_readiness_probes_from_the_first_moment_do_not_stall_the_start(
     stack: CommonConfig, unique: str, tmp_path: Path
 ) -> None:
@@ -69,6 +84,6 @@ def test_readiness_probes_from_the_first_moment_do_not_stall_the_start(
                 time.sleep(0.02)  # probe cadence, not synchronisation
         log = worker.log_text()
         assert ready, f"not ready (exit {worker.proc.poll()}):\n{log[-3000:]}"
-        assert "start-up stalled" not in log and worker.restarts == 0
+        assert "start-up stalled" not in log
     finally:
         worker.stop()

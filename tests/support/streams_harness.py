@@ -181,14 +181,19 @@ def env_for(cfg: StreamsConfig) -> dict[str, str]:
     return env
 
 
+class StartupStalled(RuntimeError):
+    """The worker's start-up watchdog fired (exit :data:`streams.cli.STARTUP_STALLED`). A supervisor would
+    restart it; a test must not, or the stall it met would pass unseen."""
+
+
 class WorkerProcess:
     """``inferlog streams`` as a subprocess whose log goes to a file."""
 
     def __init__(self, cfg: StreamsConfig, name: str = "w") -> None:
         self.cfg = cfg
+        self.name = name
         self.log_path = Path(cfg.store_dir) / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
-        self.restarts = 0
         self._spawn()
 
     def _spawn(self) -> None:
@@ -202,20 +207,21 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
-        """Wait for "streams worker ready"; a worker whose start-up stalled (exit 75, see
-        ``streams.cli.start_watchdog``) is restarted, as its supervisor would, at most five times."""
+        """Wait for "streams worker ready". A worker whose start-up stalled (exit 75, see
+        ``streams.cli.start_watchdog``) is not restarted: :class:`StartupStalled` fails the test that met it."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if "streams worker ready" in self.log_text():
                 return
-            if self.proc.poll() == STARTUP_STALLED and self.restarts < 5:
-                self.restarts += 1
-                deadline += self.cfg.startup_timeout_s
-                self._spawn()
-                continue
+            if self.proc.poll() == STARTUP_STALLED:
+                raise StartupStalled(
+                    f"worker {self.name!r} stalled during start-up (exit {STARTUP_STALLED} after "
+                    f"startup_timeout_s={self.cfg.startup_timeout_s:g}); not restarted. Its log:\n"
+                    + self.log_text()[-4000:]
+                )
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
-            time.sleep(0.2)
+            time.sleep(0.2)  # poll interval of a condition with a deadline
         raise TimeoutError(f"worker not ready within {timeout_s}s:\n{self.log_text()[-4000:]}")
 
     def kill9(self) -> None:
