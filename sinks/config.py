@@ -43,6 +43,12 @@ class SinkConfig(CommonConfig):
     index_body_max_bytes: int = setting(
         32 * 1024, "Bodies longer than this are truncated in the search document (the archive keeps them whole)"
     )
+    opensearch_aws_region: str = setting(
+        "", "Sign OpenSearch requests with AWS SigV4 for this region (Amazon OpenSearch Service; empty: basic auth)"
+    )
+    opensearch_aws_service: str = setting(
+        "es", "SigV4 service name: es (OpenSearch Service domains) or aoss (Serverless)", choices=("es", "aoss")
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -31,7 +31,6 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-import urllib3
 
 from core.retry import Backoff, retry_sync
 from schemas.wire import record_id
@@ -39,6 +38,7 @@ from sinks.config import SinkConfig
 from sinks.errors import WriteError
 from sinks.flatten import flatten_failure, flatten_record
 from sinks.framework import Batch, Item, Rejected, Sink
+from sinks.opensearch_client import BulkClient
 
 __all__ = ["BulkClient", "OpenSearchSink", "Prepared", "index_templates", "prepare"]
 
@@ -276,44 +276,6 @@ def chunks(prepared: list[Prepared], max_bytes: int) -> Iterator[list[Prepared]]
         size += len(p.lines)
     if chunk:
         yield chunk
-
-
-class BulkClient:
-    """A thin HTTP client for the few calls the sink makes (urllib3, no retries of its own)."""
-
-    def __init__(self, cfg: SinkConfig, *, timeout_s: float = 60.0) -> None:
-        self.url = cfg.opensearch_url.rstrip("/")
-        self.headers = {"Content-Type": "application/json"}
-        if cfg.opensearch_user:
-            token = base64.b64encode(f"{cfg.opensearch_user}:{cfg.opensearch_password}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {token}"
-        self.http = urllib3.PoolManager(
-            num_pools=2, maxsize=4, retries=False, timeout=urllib3.Timeout(connect=5.0, read=timeout_s)
-        )
-
-    def call(self, method: str, path: str, body: bytes | None = None, *, ndjson: bool = False) -> Any:
-        """One request; 429/5xx and connection trouble raise a retriable :class:`WriteError`, other
-        non-2xx a permanent one."""
-        headers = dict(self.headers)
-        if ndjson:
-            headers["Content-Type"] = "application/x-ndjson"
-        try:
-            resp = self.http.request(method, self.url + path, body=body, headers=headers)
-        except urllib3.exceptions.HTTPError as exc:
-            raise WriteError(f"OpenSearch {self.url} unreachable: {exc}", retriable=True) from exc
-        if resp.status >= 300:
-            detail = resp.data[:500].decode(errors="replace")
-            raise WriteError(
-                f"OpenSearch {method} {path}: HTTP {resp.status}: {detail}",
-                retriable=resp.status == 429 or resp.status >= 500,
-            )
-        return orjson.loads(resp.data) if resp.data else None
-
-    def bulk(self, body: bytes) -> Any:
-        return self.call("POST", "/_bulk?filter_path=errors,items.*.status,items.*.error", body, ndjson=True)
-
-    def close(self) -> None:
-        self.http.clear()
 
 
 def _reason(error: Any) -> str:
