@@ -5,13 +5,13 @@ Keys are ``<s3_prefix>/<topic>/namespace=…/isvc=…/date=YYYY-MM-DD/hour=HH/<t
 under the prefix because a Hive table has one schema. The name and the bytes are a function of the batch
 alone and batches are cut deterministically (:mod:`sinks.framework`), so a crash between upload and commit
 rewrites the same object with the same bytes: never a second object holding the same records.
-Objects larger than ``s3_multipart_bytes`` are uploaded in parts; an interrupted multipart upload leaves no
-visible object (add a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` to reclaim its parts).
+Objects larger than ``s3_multipart_bytes`` are uploaded in parts by boto3's transfer manager; an interrupted
+multipart upload leaves no visible object (add a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` to
+reclaim its parts).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -170,40 +170,24 @@ class S3Sink(Sink):
         return rejected
 
     def upload(self, obj: S3Object) -> None:
-        """Put one object (multipart above ``s3_multipart_bytes``); S3 errors become :class:`WriteError`."""
+        """Put one object; above ``s3_multipart_bytes``, boto3's transfer manager uploads it in parts of that size
+        (concurrently; a failed upload is aborted). S3 errors become :class:`WriteError`."""
+        from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
 
         meta = {"first-offset": str(obj.first_offset), "last-offset": str(obj.last_offset), "records": str(obj.count)}
         ctype = _CONTENT_TYPE[self.cfg.s3_format]
-        try:
-            if len(obj.data) <= self.cfg.s3_multipart_bytes:
-                self.client.put_object(
-                    Bucket=self.cfg.s3_bucket, Key=obj.key, Body=obj.data, ContentType=ctype, Metadata=meta
-                )
-            else:
-                self._multipart(obj, ctype, meta)
-        except (ClientError, BotoCoreError) as exc:
-            raise WriteError(
-                f"upload s3://{self.cfg.s3_bucket}/{obj.key}: {exc}", retriable=classify_s3_error(exc)
-            ) from exc
-
-    def _multipart(self, obj: S3Object, ctype: str, meta: dict[str, str]) -> None:
         bucket, size = self.cfg.s3_bucket, self.cfg.s3_multipart_bytes
-        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=obj.key, ContentType=ctype, Metadata=meta)[
-            "UploadId"
-        ]
         try:
-            parts = []
-            for n, start in enumerate(range(0, len(obj.data), size), start=1):
-                res = self.client.upload_part(
-                    Bucket=bucket, Key=obj.key, UploadId=upload_id, PartNumber=n, Body=obj.data[start : start + size]
+            if len(obj.data) <= size:  # one request, without the transfer manager's threads
+                self.client.put_object(Bucket=bucket, Key=obj.key, Body=obj.data, ContentType=ctype, Metadata=meta)
+            else:
+                self.client.upload_fileobj(
+                    io.BytesIO(obj.data),
+                    bucket,
+                    obj.key,
+                    ExtraArgs={"ContentType": ctype, "Metadata": meta},
+                    Config=TransferConfig(multipart_threshold=size, multipart_chunksize=size, max_concurrency=4),
                 )
-                parts.append({"PartNumber": n, "ETag": res["ETag"]})
-            self.client.complete_multipart_upload(
-                Bucket=bucket, Key=obj.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except BaseException:
-            # The upload stays invisible either way; a lifecycle rule reclaims its parts if this fails.
-            with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(Bucket=bucket, Key=obj.key, UploadId=upload_id)
-            raise
+        except (ClientError, BotoCoreError) as exc:
+            raise WriteError(f"upload s3://{bucket}/{obj.key}: {exc}", retriable=classify_s3_error(exc)) from exc

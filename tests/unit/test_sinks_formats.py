@@ -205,24 +205,18 @@ def test_other_formats_are_deterministic_and_readable(fmt: str) -> None:
 
 class FakeS3:
     def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
+        self.calls: list[tuple[Any, ...]] = []
 
     def put_object(self, **kw: Any) -> None:
         self.calls.append(("put", kw["Key"]))
 
-    def create_multipart_upload(self, **kw: Any) -> dict[str, str]:
-        self.calls.append(("create", kw["Key"]))
-        return {"UploadId": "u1"}
-
-    def upload_part(self, **kw: Any) -> dict[str, str]:
-        self.calls.append(("part", len(kw["Body"])))
-        return {"ETag": f"e{kw['PartNumber']}"}
-
-    def complete_multipart_upload(self, **kw: Any) -> None:
-        self.calls.append(("complete", [p["PartNumber"] for p in kw["MultipartUpload"]["Parts"]]))
+    def upload_fileobj(self, fileobj: Any, bucket: str, key: str, ExtraArgs: Any = None, Config: Any = None) -> None:
+        size = len(fileobj.read())
+        self.calls.append(("transfer", key, size, Config.multipart_threshold, Config.multipart_chunksize))
+        self.calls.append(("args", sorted(ExtraArgs)))
 
 
-def test_large_objects_go_up_in_parts() -> None:
+def test_large_objects_go_up_in_parts_by_the_transfer_manager() -> None:
     from sinks.s3 import S3Object
 
     cfg = SinkConfig(s3_multipart_bytes=5 * 1024 * 1024)
@@ -230,13 +224,13 @@ def test_large_objects_go_up_in_parts() -> None:
     sink = S3Sink(cfg, client=fake)
     sink.upload(S3Object("k", b"a" * (11 * 1024 * 1024), 1, 0, 0))
     sink.upload(S3Object("small", b"a", 1, 0, 0))
+    sink.upload(S3Object("edge", b"a" * (5 * 1024 * 1024), 1, 0, 0))  # not above the setting: one put
+    mib5 = 5 * 1024 * 1024
     assert fake.calls == [
-        ("create", "k"),
-        ("part", 5 * 1024 * 1024),
-        ("part", 5 * 1024 * 1024),
-        ("part", 1024 * 1024),
-        ("complete", [1, 2, 3]),
+        ("transfer", "k", 11 * 1024 * 1024, mib5, mib5),
+        ("args", ["ContentType", "Metadata"]),
         ("put", "small"),
+        ("put", "edge"),
     ]
 
 
