@@ -1,9 +1,9 @@
 """Write-back join state over the Faust table's RocksDB store: state is made durable only after its outputs.
 
 Why: Faust writes a table's changelog record as soon as the key is set, through its producer buffer, while the
-outputs of the same event go through the producer separately. After a ``kill -9`` the changelog could hold
-"pair done" while the pair's record never reached Kafka; the replayed event was then dropped as a duplicate
-and the pair was lost. Here every state change of the join goes into an in-memory *overlay* (reads see it at
+outputs of the same event go through the producer separately. After a ``kill -9`` the changelog can hold
+"pair done" while the pair's record never reached Kafka; the replayed event would then be dropped as a
+duplicate and the pair lost. Here every state change of the join goes into an in-memory *overlay* (reads see it at
 once) and is written to RocksDB and the changelog only at a *barrier*, after every output sent so far is
 acknowledged by the broker (``acks=all``). The events processed before the barrier are acked to Faust only
 after the barrier, and Faust commits offsets only after flushing the producer, so the order on the broker is

@@ -65,8 +65,8 @@ def test_the_harness_fails_a_stalled_start_instead_of_restarting_it(
 def test_readiness_probes_from_the_first_moment_do_not_stall_the_start(
     stack: CommonConfig, unique: str, tmp_path: Path
 ) -> None:
-    # The probe thread used to read Faust's (lazily created) table manager: a /readyz during start-up stalled
-    # the worker before it subscribed, every time (6 of 6 starts). Poll as a kubelet under load would.
+    # A readiness probe that reads Faust's (lazily created) table manager stalls the worker before it
+    # subscribes (6 of 6 starts when /readyz is polled during start-up). Poll as a kubelet under load would.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
