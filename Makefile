@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both install what they need from this repository's files.
-.PHONY: run test demo stack-stop
+.PHONY: run test demo stack-stop lock
 
 run:   ## start the local real stack and the whole pipeline, with demo traffic
 	bash deploy/local/run.sh
@@ -9,3 +9,14 @@ test:  ## install, lint, type-check, start the local real stack, run all tests
 
 stack-stop:
 	.venv/bin/inferlog stack stop
+
+# The image's runtime dependencies, exact and hashed, for CPython 3.11 on linux x86_64 (deploy/Dockerfile
+# installs from it). Run after changing [project.dependencies]: pins that still fit are kept (`make lock
+# LOCK_FLAGS=--upgrade` moves every pin to the newest allowed). tests/unit/test_lock.py checks that it agrees.
+LOCK_FLAGS ?=
+LOCK_VENV ?= /tmp/inferlog-lock-venv
+UV_VERSION ?= 0.13.9
+lock:  ## regenerate requirements.lock from pyproject.toml
+	test -x $(LOCK_VENV)/bin/uv || { python3 -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q uv==$(UV_VERSION); }
+	$(LOCK_VENV)/bin/uv pip compile pyproject.toml --generate-hashes $(LOCK_FLAGS) --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" --quiet -o requirements.lock

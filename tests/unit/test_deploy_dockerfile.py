@@ -47,6 +47,23 @@ def test_python_311_slim_and_inferlog_entrypoint() -> None:
     assert any(word == "RUN" and "pip install" in args and " ." in args for word, args in ins)
 
 
+def test_dependencies_install_from_the_hashed_lock_and_inferlog_without_resolving() -> None:
+    """The image gets requirements.lock's exact, hashed versions (tests/unit/test_lock.py checks that the lock
+    covers pyproject's dependencies); inferlog itself is installed with --no-deps, so nothing else comes in."""
+    ins = instructions()
+    runs = [args for word, args in ins if word == "RUN"]
+    installs = [cmd.strip() for args in runs for cmd in args.split("&&") if "pip install" in cmd]
+    from_lock = [c for c in installs if "-r requirements.lock" in c]
+    assert len(from_lock) == 1 and "--require-hashes" in from_lock[0], installs
+    (project,) = [c for c in installs if c.endswith(" .")]
+    assert "--no-deps" in project, f"inferlog must not resolve its own dependencies: {project}"
+    assert installs.index(from_lock[0]) < installs.index(project)
+    assert all(c in (from_lock[0], project) or "--upgrade pip" in c for c in installs), installs
+    copies = [args.split() for word, args in ins if word == "COPY" and not args.startswith("--from")]
+    assert any("requirements.lock" in c[:-1] for c in copies)
+    assert any("pip check" in args for args in runs)
+
+
 def test_copies_every_package_of_the_distribution() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
@@ -58,7 +75,7 @@ def test_copies_every_package_of_the_distribution() -> None:
                 assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
                 copied.add(src.rstrip("/"))
     assert packages <= copied, f"packages not copied into the image: {packages - copied}"
-    assert {"pyproject.toml", project["project"]["readme"]} <= copied
+    assert {"pyproject.toml", "requirements.lock", project["project"]["readme"]} <= copied
     # and the build context lets them through
     allowed = {line[1:].rstrip("/") for line in IGNORE.read_text().splitlines() if line.startswith("!")}
     assert copied <= allowed, f"excluded from the build context: {copied - allowed}"
