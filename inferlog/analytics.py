@@ -1,9 +1,10 @@
 """A small Python API for analytics consumers.
 
-Two sources of the same truth:
+Two sources of the same truth (and the raw events):
 
 - :func:`iter_records` iterates decoded ``InferenceRecord`` (or ``FailureSignal``) dicts from Kafka, by time
   range, optionally following new records, filtered by namespace / isvc / status / join key;
+- :func:`iter_cloudevents` iterates the raw events of ``inferlog.events`` as CloudEvents SDK objects;
 - :func:`read_archive` reads the Parquet archive on object storage into a ``pyarrow.Table`` with Hive
   partition discovery (``namespace=…/isvc=…/date=…/hour=…``), ready for DuckDB or pandas.
 
@@ -69,6 +70,34 @@ def iter_records(
             continue
         rec["_partition"], rec["_offset"] = msg.partition, msg.offset
         yield rec
+
+
+def _as_sent(data: Any) -> Any:
+    return data
+
+
+def iter_cloudevents(
+    cfg: CommonConfig | None = None,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    follow: bool = False,
+    idle_exit_s: float | None = None,
+) -> Iterator[Any]:
+    """The raw events of ``inferlog.events`` as CloudEvents SDK objects (``cloudevents.v1.http.CloudEvent``,
+    converted with ``cloudevents.v1.kafka.from_binary``): attributes by name (``ev["id"]``, ``ev["namespace"]``),
+    ``ev.data`` the body bytes as sent (or empty, with ``ev["dataref"]`` pointing at the claim-checked body).
+    ``partitionkey`` is the Kafka key (the join key)."""
+    from cloudevents.v1.kafka import KafkaMessage, from_binary
+
+    cfg = _config(cfg)
+    rng = ScanRange(start_ms=parse_time_ms(since) if since else None, end_ms=parse_time_ms(until) if until else None)
+    for msg in scan(cfg, cfg.topic_events, rng, follow=follow, idle_exit_s=idle_exit_s):
+        headers = {name: value for name, value in msg.headers if value is not None}
+        if "ce_specversion" not in headers:  # not an event (e.g. a marker record)
+            continue
+        key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
+        yield from_binary(KafkaMessage(headers, key, msg.value or b""), data_unmarshaller=_as_sent)
 
 
 def s3_filesystem(cfg: CommonConfig) -> Any:

@@ -7,6 +7,11 @@ intermediary) may use.
   quotes are stripped and the event is stored as CloudEvents 1.0.
 - **Structured mode** (``application/cloudevents+json``) and **batch** (``application/cloudevents-batch+json``).
 
+The CloudEvents SDK is not used here: its decoders make up a missing ``id`` or ``time`` (a uuid, the current
+time) where this module must answer 400 naming the attribute and keep the event replayable as sent, and its
+errors do not name the attribute. ``tests/unit/test_ingest_parse_sdk.py`` checks the binary-mode path against
+the SDK's ``from_http``; :func:`inferlog.analytics.iter_cloudevents` gives consumers SDK objects.
+
 Any problem raises :class:`~ingest.errors.BadEvent` naming the attribute (→ 400), or
 :class:`~ingest.errors.UnsupportedFormat` (→ 415). Nothing here raises anything else on any input.
 """
