@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,6 +35,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free ports (the metrics ports of streams and of every sink)."""
+    for _ in range(100):
+        base = _free_port()
+        if base + n > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
 @dataclasses.dataclass
 class Pipeline:
     cfg: CommonConfig
@@ -50,7 +72,11 @@ class Pipeline:
 
     @property
     def sink_groups(self) -> list[str]:
-        return [f"{self.pipeline_id}-sink-s3", f"{self.pipeline_id}-sink-opensearch"]  # their --sink-group
+        """The consumer group (``--sink-group <pipeline id>-sink-<name>``) of every sink ``inferlog run`` started:
+        each printed "sink-<name> ready" before "pipeline running"."""
+        names = re.findall(r"^\s*sink-(\S+)\s+ready$", self.log.read_text(errors="replace"), re.MULTILINE)
+        assert {"s3", "opensearch"} <= set(names), self.log_tail()
+        return [f"{self.pipeline_id}-sink-{name}" for name in names]
 
     def reconcile(self, since_ms: int) -> Reconciliation:
         return reconcile(
@@ -73,7 +99,10 @@ def pipeline(stack: CommonConfig, unique: str, tmp_path: Path) -> Iterator[Pipel
         partitions=4,
     )
     index_prefix = f"e2e{unique}"
-    port, mport = _free_port(), _free_port()
+    mport = _free_ports(8)  # streams, then one per sink
+    port = _free_port()
+    while mport <= port < mport + 8:
+        port = _free_port()
     env = dict(os.environ)
     env.update(DEMO_ENV)
     env.update(
