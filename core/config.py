@@ -36,7 +36,7 @@ import logging
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -113,11 +113,15 @@ def allow_env(*names: str) -> None:
 
 @functools.cache
 def _import_declared_modules() -> tuple[str, ...]:
-    """Import every module an installed distribution declares in the ``inferlog.config`` group, once."""
+    """Import every module an installed distribution declares in the ``inferlog.config`` group, once; an entry
+    point naming a function (``module:function``) is called too (``sinks.registry:specs`` imports every sink's
+    module, and with it its settings class)."""
     names = []
     for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
-            importlib.import_module(ep.value)
+            loaded = ep.load()
+            if ep.attr and callable(loaded):
+                loaded()
         except ImportError as exc:
             raise ConfigError(
                 f"entry point {ENTRY_POINT_GROUP}:{ep.name} = {ep.value} cannot be imported ({exc}); "
@@ -200,10 +204,16 @@ def load(
     return cfg
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type[CommonConfig]) -> None:
-    """Add one flag per setting of ``cls`` to ``parser``; the help text shows doc, env var and default."""
+def add_flags(parser: argparse.ArgumentParser, cls: type[CommonConfig], *, skip: Iterable[str] = ()) -> set[str]:
+    """Add one flag per setting of ``cls`` to ``parser``, except those named in ``skip`` (already added for
+    another class); the help text shows doc, env var and default. Returns the names of the settings added."""
     group = parser.add_argument_group(f"settings ({cls.__name__}; flags override {ENV_PREFIX}* variables)")
+    skipped = set(skip)
+    added: set[str] = set()
     for f in dataclasses.fields(cls):
+        if f.name in skipped:
+            continue
+        added.add(f.name)
         tp = _field_type(cls, f)
         default = "(secret)" if f.metadata.get("secret") and f.default else repr(f.default)
         help_text = f"{f.metadata.get('doc', '')} [env {env_name(f.name)}, default {default}]"
@@ -225,6 +235,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[CommonConfig]) -> None:
                 help=help_text,
                 choices=list(f.metadata.get("choices") or ()) or None,
             )
+    return added
 
 
 def from_args(cls: type[C], args: argparse.Namespace) -> C:
@@ -302,6 +313,12 @@ class CommonConfig:
     opensearch_url: str = setting("http://127.0.0.1:19200", "OpenSearch URL")
     opensearch_user: str = setting("", "OpenSearch basic-auth user (empty: no auth)")
     opensearch_password: str = setting("", "OpenSearch basic-auth password", secret=True)
+    opensearch_aws_region: str = setting(
+        "", "Sign OpenSearch requests with AWS SigV4 for this region (Amazon OpenSearch Service; empty: basic auth)"
+    )
+    opensearch_aws_service: str = setting(
+        "es", "SigV4 service name: es (OpenSearch Service domains) or aoss (Serverless)", choices=("es", "aoss")
+    )
     topic_events: str = setting("inferlog.events", "Raw CloudEvents topic (source of truth, replayable)")
     topic_records: str = setting("inferlog.records", "Joined InferenceRecord topic (Avro)")
     topic_failures: str = setting("inferlog.failures", "FailureSignal topic (Avro)")

@@ -11,10 +11,11 @@ produced           ingest's event acknowledged by Kafka (directly or on spool dr
 spooled            ingest's event fsynced to the local spool because Kafka was away or slow
 paired             streams emitted a complete record (request + response)
 orphaned           streams emitted a request-only or response-only record after the pair timeout
-archived           the object-storage sink wrote the record into an uploaded object
-indexed            the search sink had the record accepted by OpenSearch
 dead_lettered      any stage routed the input to the dead-letter topic
 =================  ===========================================================================
+
+Each sink adds its own stage when it is registered (:mod:`sinks.registry`): ``archived`` (object storage),
+``indexed`` (OpenSearch), ``tabled`` (Iceberg), each counting the records it wrote.
 
 Component-specific metrics (latency histograms, spool depth, lag, ...) live in each package and use the
 ``inferlog_`` prefix too.
@@ -26,7 +27,24 @@ from typing import Any
 
 from prometheus_client import Counter
 
-STAGES = ("received", "produced", "spooled", "paired", "orphaned", "archived", "indexed", "dead_lettered")
+#: stage → what it counts; the sinks register theirs with :func:`register_stage`.
+STAGES: dict[str, str] = {
+    "received": "ingest accepted a CloudEvent",
+    "produced": "ingest's event acknowledged by Kafka",
+    "spooled": "ingest's event fsynced to the local spool",
+    "paired": "streams emitted a complete record",
+    "orphaned": "streams emitted a request-only or response-only record",
+    "dead_lettered": "any stage routed the input to the dead-letter topic",
+}
+
+
+def register_stage(stage: str, doc: str) -> None:
+    """Declare a stage (idempotent for the same stage and doc)."""
+    known = STAGES.get(stage)
+    if known is not None and known != doc:
+        raise ValueError(f"pipeline stage {stage!r} is already declared as {known!r}")
+    STAGES[stage] = doc
+
 
 PIPELINE = Counter(
     "inferlog_pipeline_events",

@@ -40,3 +40,20 @@ def split_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/key`` → (``bucket``, ``some/key``)."""
     bucket, _, key = url.removeprefix("s3://").partition("/")
     return bucket, key
+
+
+def arrow_filesystem(cfg: CommonConfig) -> Any:
+    """A ``pyarrow.fs.S3FileSystem`` for the configured endpoint, region and keys (for Parquet datasets)."""
+    from urllib.parse import urlparse
+
+    import pyarrow.fs as pafs
+
+    kwargs: dict[str, Any] = {
+        "access_key": cfg.s3_access_key or None,
+        "secret_key": cfg.s3_secret_key or None,
+        "region": cfg.s3_region,
+    }
+    if cfg.s3_endpoint:
+        u = urlparse(cfg.s3_endpoint)
+        kwargs.update(endpoint_override=u.netloc, scheme=u.scheme or "http")
+    return pafs.S3FileSystem(**kwargs)

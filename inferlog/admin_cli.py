@@ -8,6 +8,7 @@ import json
 from core import config, logs
 from core.config import CommonConfig
 from core.topics import ensure_topics
+from sinks.config import SinkConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +45,9 @@ def all_config_classes() -> list[type[CommonConfig]]:
     ):
         if importlib.util.find_spec(module_name) is not None:
             classes.append(getattr(importlib.import_module(module_name), attr))
+    from sinks.registry import specs
+
+    classes[classes.index(SinkConfig) + 1 : classes.index(SinkConfig) + 1] = [s.config for s in specs()]
     return classes
 
 

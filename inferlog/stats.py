@@ -11,26 +11,30 @@ For each model (namespace/isvc) the counts must balance::
   records in ``inferlog.records`` by status;
 - *pending*: events whose pair is still open (within the pair timeout), so no record yet;
 - *dead_lettered*: events routed to ``inferlog.deadletter``;
-- *archived*: distinct records in the Parquet archive; *indexed*: documents in OpenSearch. Both should equal
-  the records once the sinks have flushed.
+- one column per registered sink (:mod:`sinks.registry`), named by its stage: *archived* (distinct records in
+  the Parquet archive), *indexed* (documents in OpenSearch), *tabled* (rows in the Iceberg tables). Each should
+  equal the records once the sinks have flushed. Each sink is read with its own settings (prefixes, index
+  names, catalog), from the environment as its process reads them.
 
 ``unaccounted`` is whatever the equation leaves over: it must be 0.
 """
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core import config
 from core.config import CommonConfig
 from core.events import EventError, fingerprint, from_kafka
 from core.keys import split_join_key
 from inferlog.scan import ScanError, ScanRange, scan
 from schemas import AvroSerde
 from schemas.wire import record_id, tick_time_us
+from sinks.config import SinkConfig
+from sinks.registry import SinkSpec, specs
 
 Model = tuple[str, str]
 
@@ -49,9 +53,9 @@ class ModelCounts:
     pending: int = 0
     dead_lettered: int = 0
     failures: int = 0
-    archived: int = 0
-    indexed: int = 0
     duplicate_records: int = 0
+    #: records found in each sink's store, by the sink's stage (``archived``, ``indexed``, ...)
+    stored: dict[str, int] = field(default_factory=dict)
 
     @property
     def records(self) -> int:
@@ -63,14 +67,17 @@ class ModelCounts:
         return self.events - explained - self.response_only - self.pending
 
     def as_dict(self) -> dict[str, int]:
-        return {**asdict(self), "records": self.records, "unaccounted": self.unaccounted}
+        plain = {k: v for k, v in asdict(self).items() if k != "stored"}
+        return {**plain, **self.stored, "records": self.records, "unaccounted": self.unaccounted}
 
 
 @dataclass
 class Reconciliation:
     models: dict[Model, ModelCounts] = field(default_factory=dict)
-    archive_error: str | None = None
-    index_error: str | None = None
+    #: the stages of the sinks read (the table's sink columns, in registry order)
+    stages: list[str] = field(default_factory=list)
+    #: why a sink's store could not be read, by stage
+    errors: dict[str, str] = field(default_factory=dict)
 
     def model(self, namespace: str, isvc: str) -> ModelCounts:
         return self.models.setdefault((namespace, isvc), ModelCounts())
@@ -78,7 +85,9 @@ class Reconciliation:
     @property
     def balanced(self) -> bool:
         return all(
-            c.unaccounted == 0 and c.duplicate_records == 0 and c.archived == c.records and c.indexed == c.records
+            c.unaccounted == 0
+            and c.duplicate_records == 0
+            and all(c.stored.get(stage, 0) == c.records for stage in self.stages)
             for c in self.models.values()
         )
 
@@ -86,8 +95,8 @@ class Reconciliation:
         return {
             "balanced": self.balanced,
             "models": {f"{ns}/{isvc}": c.as_dict() for (ns, isvc), c in sorted(self.models.items())},
-            "archive_error": self.archive_error,
-            "index_error": self.index_error,
+            "sinks": self.stages,
+            "errors": self.errors,
         }
 
 
@@ -99,15 +108,22 @@ def _model_of_key(key: bytes | None) -> Model:
         return "-", "-"
 
 
+def sink_configs(env: Mapping[str, str] | None = None) -> list[tuple[SinkSpec, SinkConfig]]:
+    """Every registered sink with its settings, read from ``env`` (default: this process's environment)."""
+    return [(spec, config.load(spec.config, env=env)) for spec in specs()]
+
+
 def reconcile(
     cfg: CommonConfig,
     *,
     since_ms: int | None = None,
-    archive_prefix: str | None = None,
-    index_prefix: str = "inferlog",
     namespace: str | None = None,
+    sinks: list[tuple[SinkSpec, SinkConfig]] | None = None,
 ) -> Reconciliation:
-    out = Reconciliation()
+    """The reconciliation of ``cfg``'s topics since ``since_ms``, with ``sinks`` (default: every registered sink,
+    with its settings from the environment) read for the records they hold."""
+    sinks = sink_configs() if sinks is None else sinks
+    out = Reconciliation(stages=[spec.stage for spec, _ in sinks])
     rng = ScanRange(start_ms=since_ms)
     event_keys: dict[str, int] = Counter()
     seen: set[tuple[str, str]] = set()
@@ -186,8 +202,15 @@ def reconcile(
             ns, isvc = _model_of_key(key.encode())
             out.model(ns, isvc).pending += max(0, n - dead_keys.get(key, 0))
 
-    _count_archive(cfg, out, record_at, archive_prefix)
-    _count_index(cfg, out, record_at, index_prefix, cfg.topic_records)
+    for spec, sink_cfg in sinks:
+        try:
+            found = spec.stored(sink_cfg, cfg.topic_records, record_at) if record_at else set()
+        except Exception as exc:  # no store yet, or it is down: say so, do not fail the report
+            out.errors[spec.stage] = f"{type(exc).__name__}: {exc}"[:300]
+            continue
+        for rid in found:
+            c = out.model(*_model_of_key(rid.encode()))
+            c.stored[spec.stage] = c.stored.get(spec.stage, 0) + 1
     return out
 
 
@@ -199,93 +222,6 @@ def _maybe_scan(cfg: CommonConfig, topic: str, rng: ScanRange) -> Any:
             raise
 
 
-def _count_archive(
-    cfg: CommonConfig, out: Reconciliation, record_at: dict[tuple[int, int], str], prefix: str | None
-) -> None:
-    """Distinct records of the records topic (by their Kafka partition and offset) found in the archive."""
-    from inferlog.analytics import read_archive
-
-    try:
-        table = read_archive(cfg, prefix=prefix, columns=["kafka_partition", "kafka_offset"])
-    except Exception as exc:  # no archive yet, or the store is down: say so, do not fail the report
-        out.archive_error = str(exc)[:300]
-        return
-    found = {
-        record_at[at]
-        for at in zip(
-            table.column("kafka_partition").to_pylist(), table.column("kafka_offset").to_pylist(), strict=True
-        )
-        if at in record_at
-    }
-    for rid in found:
-        out.model(*_model_of_key(rid.encode())).archived += 1
-
-
-def _count_index(
-    cfg: CommonConfig, out: Reconciliation, record_at: dict[tuple[int, int], str], prefix: str, topic: str
-) -> None:
-    """Distinct records found in the index, by ``_id``. Only documents of the records read are asked for (their
-    topic, and per partition the offsets from the first one read): ``--since`` does not aggregate the whole
-    index."""
-    if not record_at:
-        return
-    first: dict[int, int] = {}
-    for partition, offset in record_at:
-        first[partition] = min(offset, first.get(partition, offset))
-    scope = {
-        "bool": {
-            "filter": [{"term": {"kafka_topic": topic}}],
-            "should": [
-                {"bool": {"filter": [{"term": {"kafka_partition": p}}, {"range": {"kafka_offset": {"gte": lo}}}]}}
-                for p, lo in sorted(first.items())
-            ],
-            "minimum_should_match": 1,
-        }
-    }
-    wanted = set(record_at.values())
-    found: set[str] = set()
-    try:
-        after: dict[str, Any] | None = None
-        while True:
-            body: dict[str, Any] = {
-                "size": 0,
-                "query": scope,
-                "aggs": {"k": {"composite": {"size": 5000, "sources": [{"id": {"terms": {"field": "_id"}}}]}}},
-            }
-            if after:
-                body["aggs"]["k"]["composite"]["after"] = after
-            res = _search(cfg, f"{prefix}-records-*", body)
-            agg = res.get("aggregations", {}).get("k", {})
-            for bucket in agg.get("buckets", []):
-                if bucket["key"]["id"] in wanted:
-                    found.add(bucket["key"]["id"])
-            after = agg.get("after_key")
-            if not after or not agg.get("buckets"):
-                break
-    except Exception as exc:
-        out.index_error = str(exc)[:300]
-        return
-    for rid in found:
-        out.model(*_model_of_key(rid.encode())).indexed += 1
-
-
-def _search(cfg: CommonConfig, index: str, body: dict[str, Any]) -> dict[str, Any]:
-    import base64
-
-    req = urllib.request.Request(
-        f"{cfg.opensearch_url.rstrip('/')}/{index}/_search?ignore_unavailable=true&allow_no_indices=true",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    if cfg.opensearch_user:
-        token = base64.b64encode(f"{cfg.opensearch_user}:{cfg.opensearch_password}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        result: dict[str, Any] = json.loads(resp.read())
-    return result
-
-
 COLUMNS = (
     ("events", "events"),
     ("duplicates", "dup"),
@@ -294,23 +230,24 @@ COLUMNS = (
     ("response_only", "resp-only"),
     ("pending", "pending"),
     ("dead_lettered", "dead-letter"),
-    ("archived", "archived"),
-    ("indexed", "indexed"),
-    ("unaccounted", "unaccounted"),
 )
 
 
 def render_table(rec: Reconciliation) -> str:
-    head = ["model"] + [title for _, title in COLUMNS]
+    columns = [*COLUMNS, *((stage, stage) for stage in rec.stages), ("unaccounted", "unaccounted")]
+    head = ["model"] + [title for _, title in columns]
     rows = []
     total = ModelCounts()
     for (ns, isvc), c in sorted(rec.models.items()):
         d = c.as_dict()
-        rows.append([f"{ns}/{isvc}"] + [str(d[k]) for k, _ in COLUMNS])
+        rows.append([f"{ns}/{isvc}"] + [str(d.get(k, 0)) for k, _ in columns])
         for k in asdict(total):
-            setattr(total, k, getattr(total, k) + getattr(c, k))
+            if k != "stored":
+                setattr(total, k, getattr(total, k) + getattr(c, k))
+        for stage, n in c.stored.items():
+            total.stored[stage] = total.stored.get(stage, 0) + n
     td = total.as_dict()
-    rows.append(["TOTAL"] + [str(td[k]) for k, _ in COLUMNS])
+    rows.append(["TOTAL"] + [str(td.get(k, 0)) for k, _ in columns])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
     def line(r: list[str]) -> str:
@@ -320,12 +257,10 @@ def render_table(rec: Reconciliation) -> str:
     out += [line(r) for r in rows[:-1]] + ["  ".join("-" * w for w in widths), line(rows[-1])]
     out.append("")
     out.append(
-        "events = dup + dead-letter + 2*paired + req-only + resp-only + pending; archived and indexed should equal "
-        "paired + req-only + resp-only once the sinks have flushed."
+        f"events = dup + dead-letter + 2*paired + req-only + resp-only + pending; {' and '.join(rec.stages)} "
+        "should equal paired + req-only + resp-only once the sinks have flushed."
     )
-    if rec.archive_error:
-        out.append(f"archive not read: {rec.archive_error}")
-    if rec.index_error:
-        out.append(f"index not read: {rec.index_error}")
+    for stage, error in rec.errors.items():
+        out.append(f"{stage}: store not read: {error}")
     out.append("BALANCED: every event is accounted for." if rec.balanced else "NOT BALANCED yet (see columns).")
     return "\n".join(out)

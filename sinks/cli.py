@@ -1,4 +1,4 @@
-"""``inferlog sink s3`` and ``inferlog sink opensearch``: run a sink until SIGTERM/SIGINT."""
+"""``inferlog sink <name>``: run one registered sink (:mod:`sinks.registry`) until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -12,21 +12,25 @@ from core import config, logs
 from core.runtime import tune_gc
 from sinks.config import SinkConfig
 from sinks.framework import Sink, SinkRunner
+from sinks.registry import SinkSpec, specs
 
 log = logging.getLogger("sinks.cli")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("sink", help="run a sink connector (records and failures → S3 or OpenSearch)")
+    names = ", ".join(s.name for s in specs())
+    p = sub.add_parser("sink", help=f"run a sink connector: records and failures → {names}")
     kinds = p.add_subparsers(dest="sink_kind", metavar="SINK", required=True)
-    s3 = kinds.add_parser(
-        "s3", help="archive to object storage as Parquet/Avro/JSON Lines, Hive-partitioned, exactly once in effect"
-    )
-    config.add_flags(s3, SinkConfig)
-    s3.set_defaults(handler=run_s3)
-    search = kinds.add_parser("opensearch", help="index into OpenSearch, _id = join key, one index per namespace/day")
-    config.add_flags(search, SinkConfig)
-    search.set_defaults(handler=run_opensearch)
+    for spec in specs():
+        one = kinds.add_parser(spec.name, help=spec.help)
+        config.add_flags(one, spec.config)
+        one.set_defaults(handler=lambda args, spec=spec: run(spec, args))
+
+
+def run(spec: SinkSpec, args: argparse.Namespace) -> int:
+    cfg = config.from_args(spec.config, args)
+    logs.setup(cfg.log_level, cfg.log_format)
+    return _run(cfg, spec.sink(cfg))
 
 
 def _run(cfg: SinkConfig, sink: Sink) -> int:
@@ -49,19 +53,3 @@ def _run(cfg: SinkConfig, sink: Sink) -> int:
     tune_gc()
     runner.run(stop)
     return 0
-
-
-def run_s3(args: argparse.Namespace) -> int:
-    from sinks.s3 import S3Sink
-
-    cfg = config.from_args(SinkConfig, args)
-    logs.setup(cfg.log_level, cfg.log_format)
-    return _run(cfg, S3Sink(cfg))
-
-
-def run_opensearch(args: argparse.Namespace) -> int:
-    from sinks.opensearch import OpenSearchSink
-
-    cfg = config.from_args(SinkConfig, args)
-    logs.setup(cfg.log_level, cfg.log_format)
-    return _run(cfg, OpenSearchSink(cfg))

@@ -53,7 +53,7 @@ from sinks.config import SinkConfig
 from sinks.errors import RecordError, SinkError, WriteError
 from sinks.flatten import record_time_us
 
-__all__ = ["Batch", "Item", "Rejected", "Sink", "SinkRunner", "SinkStats"]
+__all__ = ["Batch", "Item", "PartialWrite", "Rejected", "Sink", "SinkRunner", "SinkStats"]
 
 log = logging.getLogger("sinks.framework")
 
@@ -108,6 +108,10 @@ class Batch:
     first_time_us: int | None = None
     max_time_us: int | None = None
     opened_at: float = field(default_factory=time.monotonic)  # wall clock: only idempotent sinks look at it
+    #: offsets still to write after a :class:`PartialWrite` (``None``: all)
+    todo: set[int] | None = None
+    #: items the store refused for good so far (they go to the dead-letter topic once the batch is done)
+    rejected: list[Rejected] = field(default_factory=list)
 
     @property
     def first_offset(self) -> int:
@@ -115,8 +119,9 @@ class Batch:
 
     @property
     def records(self) -> list[Item]:
-        """The decodable items, in offset order."""
-        return [i for i in self.items if i.record is not None]
+        """The decodable items still to write, in offset order (all of them until a :class:`PartialWrite`)."""
+        todo = self.todo
+        return [i for i in self.items if i.record is not None and (todo is None or i.offset in todo)]
 
     @property
     def size(self) -> int:
@@ -141,17 +146,32 @@ class Batch:
             self.advance_time(t_us)
 
 
-class Sink(abc.ABC):
-    """A destination. The framework calls :meth:`setup` once before consuming, :meth:`write` with each
-    closed batch (possibly again with the same batch after a retriable failure: writes must be idempotent)
-    and :meth:`close` at the end.
+class PartialWrite(WriteError):
+    """Some items of a batch were written, others are worth another try (429, 5xx of single bulk items):
+    the framework's next attempt writes only ``retry``. ``rejected`` are refused for good."""
 
-    ``write`` returns the items the store refused for good (they go to the dead-letter topic) and raises
-    :class:`~sinks.errors.WriteError` when the batch as a whole failed: retriable → pause and retry later,
-    permanent → stop.
+    retriable = True
+
+    def __init__(self, message: str, *, retry: list[Item], rejected: list[Rejected]) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.rejected = rejected
+
+
+class Sink(abc.ABC):
+    """A destination. The framework calls :meth:`setup` once before consuming, :meth:`stored_offsets` when
+    partitions are assigned, :meth:`write` with each closed batch (possibly again with the same batch after a
+    retriable failure: writes must be idempotent) and :meth:`close` at the end. Sinks do not retry: the
+    framework does (see :class:`SinkRunner`).
+
+    ``write`` writes ``batch.records`` and returns the items the store refused for good (they go to the
+    dead-letter topic); it raises :class:`~sinks.errors.WriteError` when the batch as a whole failed
+    (retriable → pause and retry later, permanent → stop), or :class:`PartialWrite` when only some items
+    need another try.
     """
 
     kind: str = "sink"
+    #: the pipeline metrics stage counted for every record written (see :mod:`sinks.registry`)
     stage: str = "archived"
     #: True when object names/contents depend on where batches are cut (then never cut on shutdown/idle).
     deterministic_cuts: bool = True
@@ -162,9 +182,17 @@ class Sink(abc.ABC):
     max_in_flight: int = 2
     #: Decode ``timestamp-micros`` fields as int epoch microseconds instead of datetimes (less CPU per record).
     raw_timestamps: bool = False
+    #: For a sink without deterministic cuts: write a batch once it is this many wall-clock seconds old.
+    linger_s: float | None = None
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Create clients and check the destination is reachable; raise a typed error if not."""
+
+    def stored_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """For a store that keeps the consumed offsets itself, committed atomically with the data (an Iceberg
+        snapshot): per partition the offset after the last record it holds. The runner skips records before
+        it, so a crash between the store's commit and Kafka's writes nothing twice. Default: none kept."""
+        return {}
 
     @abc.abstractmethod
     def write(self, batch: Batch) -> list[Rejected]: ...
@@ -190,6 +218,8 @@ class SinkStats:
 
 @dataclass
 class _Pending:
+    """A batch whose write failed (retriable): retried at ``due``, the partition paused meanwhile."""
+
     batch: Batch
     attempt: int
     due: float
@@ -197,10 +227,33 @@ class _Pending:
 
 @dataclass
 class _Write:
-    """A batch being written in the background: the future gives ``(rejected, finished_at)``."""
+    """A batch being written in the background: the future gives the time the write finished."""
 
     batch: Batch
-    future: Future[tuple[list[Rejected], float]]
+    future: Future[float]
+
+
+@dataclass
+class _Partition:
+    """Everything the runner keeps about one assigned topic-partition.
+
+    :param open: the batch being filled.
+    :param in_flight: batches being written in the background, in cut order.
+    :param pending: the batch whose write failed, retried with the partition paused.
+    :param rewound: the consumer was already sent back to the first offset not handled (while paused).
+    :param commit_due: an offset to commit once nothing before it is open or in flight (ticks, skipped records).
+    :param committed: the last offset committed.
+    :param resume_at: the offset the store says it holds everything before (:meth:`Sink.stored_offsets`);
+        records before it are skipped, not written again.
+    """
+
+    open: Batch | None = None
+    in_flight: deque[_Write] = field(default_factory=deque)
+    pending: _Pending | None = None
+    rewound: bool = False
+    commit_due: int | None = None
+    committed: int | None = None
+    resume_at: int | None = None
 
 
 class SinkRunner:
@@ -218,6 +271,11 @@ class SinkRunner:
     batch is kept for retries with the partition paused, the batches of the partition cut after it are
     forgotten (their writes may still finish: writes are idempotent) and the partition is rewound to the
     offset after the failed batch, so they are read, cut and written again once it succeeded.
+
+    **One retry layer.** Sinks do not retry: a write is tried a few times in line (:data:`INLINE_RETRY`),
+    then the partition pauses and the write is retried with capped backoff until it succeeds. A sink that
+    writes items separately (a bulk request) raises :class:`PartialWrite` with the items worth another try:
+    the next attempt writes only those.
     """
 
     INLINE_RETRY = Backoff(base_s=0.2, cap_s=1.0, attempts=3)
@@ -233,7 +291,6 @@ class SinkRunner:
         self.cfg = cfg
         self.sink = sink
         self.max_in_flight = sink.max_in_flight if max_in_flight is None else max_in_flight
-        self._in_flight: dict[TP, deque[_Write]] = {}
         self._running: set[Future[Any]] = set()  # every background write not finished, forgotten ones too
         self._pool: ThreadPoolExecutor | None = None
         self.stats = SinkStats()
@@ -241,12 +298,7 @@ class SinkRunner:
         self._consumer_overrides = dict(consumer_overrides or {})
         self._span_us = int(cfg.flush_span_s * 1_000_000)
         self._serdes: dict[str, AvroSerde] = {}
-        self._open: dict[TP, Batch] = {}
-        self._pending: dict[TP, _Pending] = {}
-        self._rewound: set[TP] = set()
-        self._commit_due: dict[TP, int] = {}
-        self._committed: dict[TP, int] = {}
-        self._assigned: set[TP] = set()
+        self._parts: dict[TP, _Partition] = {}
         self._backoff = Backoff(base_s=0.5, cap_s=cfg.sink_retry_max_s, attempts=1)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -258,6 +310,16 @@ class SinkRunner:
         """True while the consume loop keeps turning (a write being retried still turns it)."""
         return time.monotonic() - self.last_loop < stall_s
 
+    def partition(self, tp: TP) -> _Partition:
+        """The state of an assigned partition (created on first use)."""
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = _Partition()
+        return part
+
+    def _paused(self) -> int:
+        return sum(1 for p in self._parts.values() if p.pending is not None)
+
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
@@ -265,7 +327,11 @@ class SinkRunner:
         self.sink.setup()
         self._serdes = {
             t: AvroSerde.for_topic(
-                self.cfg.registry_url, t, self.cfg.schema_for(t), timestamps_as_int=self.sink.raw_timestamps
+                self.cfg.registry_url,
+                t,
+                self.cfg.schema_for(t),
+                timestamps_as_int=self.sink.raw_timestamps,
+                registry_auth=self.cfg.registry_auth,
             )
             for t in self.cfg.topics()
         }
@@ -299,14 +365,15 @@ class SinkRunner:
                     good.append(msg)
                 for msg, headers, decoded in self._predecode(good):
                     self._handle(msg, headers, decoded)
-                if not self.sink.deterministic_cuts:
-                    # An idempotent sink (OpenSearch: _id = join key) may cut anywhere: it writes what it has
-                    # when caught up, and under steady traffic once a batch is index_linger_s old.
-                    stale = time.monotonic() - self.cfg.index_linger_s
-                    for tp, batch in list(self._open.items()):
-                        if not msgs or batch.opened_at <= stale:
+                linger = self.sink.linger_s
+                if not self.sink.deterministic_cuts and linger is not None:
+                    # A sink whose writes do not depend on cuts may cut anywhere: it writes what it has when
+                    # caught up, and under steady traffic once a batch is linger_s old (searchable sooner).
+                    stale = time.monotonic() - linger
+                    for tp, part in list(self._parts.items()):
+                        if part.open is not None and (not msgs or part.open.opened_at <= stale):
                             self._close(tp)
-                self._commit_ticks()
+                self._commit_due_offsets()
                 self._update_lag()
             self._shutdown()
         finally:
@@ -320,12 +387,14 @@ class SinkRunner:
 
     def _shutdown(self) -> None:
         if not self.sink.deterministic_cuts:
-            for tp in list(self._open):
-                self._close(tp)
+            for tp, part in list(self._parts.items()):
+                if part.open is not None:
+                    self._close(tp)
         self._drain()
-        for tp, pending in list(self._pending.items()):  # a last try for what was already cut
-            self._attempt(tp, pending.batch, pending.attempt, final=True)
-        self._commit_ticks()
+        for tp, part in list(self._parts.items()):  # a last try for what was already cut
+            if part.pending is not None:
+                self._attempt(tp, part.pending.batch, part.pending.attempt, final=True)
+        self._commit_due_offsets()
 
     # -- consuming -------------------------------------------------------------------------------------
 
@@ -338,10 +407,11 @@ class SinkRunner:
             headers = _headers(msg)
             topic = str(msg.topic())
             value = msg.value()
+            part = self._parts.get((topic, int(msg.partition() or 0)))
             if (
                 value
                 and topic in self._serdes
-                and (topic, int(msg.partition() or 0)) not in self._pending
+                and (part is None or part.pending is None)
                 and tick_time_us(headers) is None
             ):
                 todo.setdefault(topic, []).append(len(out))
@@ -356,19 +426,30 @@ class SinkRunner:
     def _handle(self, msg: Message, headers: list[tuple[str, bytes]] | None = None, decoded: Any = None) -> None:
         topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
         tp = (topic, partition)
-        if tp in self._pending:  # paused: hand the rest back to Kafka, to be read again on resume
-            if tp not in self._rewound:
+        part = self.partition(tp)
+        if part.pending is not None:  # paused: hand the rest back to Kafka, to be read again on resume
+            if not part.rewound:
                 assert self._consumer is not None
                 self._consumer.seek(TopicPartition(topic, partition, offset))
-                self._rewound.add(tp)
+                part.rewound = True
             return
+        if part.resume_at is not None:
+            if offset < part.resume_at:  # already in the store: skip to where it ends
+                if not part.rewound:  # once; what was fetched before the seek is dropped here too
+                    assert self._consumer is not None
+                    self._consumer.seek(TopicPartition(topic, partition, part.resume_at))
+                    part.rewound = True
+                    part.commit_due = part.resume_at
+                return
+            part.resume_at = None
+            part.rewound = False
         if headers is None:
             headers = _headers(msg)
-        batch = self._open.get(tp)
+        batch = part.open
         tick = tick_time_us(headers)
         if tick is not None:
             if batch is None:
-                self._commit_due[tp] = offset + 1
+                part.commit_due = offset + 1
                 return
             batch.end_offset = offset
             batch.advance_time(tick)
@@ -386,8 +467,8 @@ class SinkRunner:
             self._close(tp)
             batch = None
         if batch is None:
-            batch = self._open[tp] = Batch(topic, partition, self.cfg.schema_for(topic))
-            self._commit_due.pop(tp, None)
+            batch = part.open = Batch(topic, partition, self.cfg.schema_for(topic))
+            part.commit_due = None
         batch.add(item, t_us)
         if batch.size >= self.cfg.flush_records or batch.nbytes >= self.cfg.flush_bytes:
             self._close(tp)
@@ -425,59 +506,69 @@ class SinkRunner:
     # -- writing ---------------------------------------------------------------------------------------
 
     def _close(self, tp: TP) -> None:
-        batch = self._open.pop(tp)
-        if self.max_in_flight <= 0 or (not batch.records and tp not in self._in_flight):
+        part = self.partition(tp)
+        batch = part.open
+        assert batch is not None
+        part.open = None
+        if self.max_in_flight <= 0 or (not batch.records and not part.in_flight):
             self._attempt(tp, batch, 0, inline=True)  # (a batch with nothing to write commits in turn too)
             return
         while len(self._running) >= self.max_in_flight:  # backpressure: wait for a slot
             wait(set(self._running), return_when=FIRST_COMPLETED)
             self._reap()
-            if tp in self._pending:  # an earlier batch of this partition failed meanwhile: this one is re-read
+            if part.pending is not None:  # an earlier batch of this partition failed meanwhile: this one is re-read
                 return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix=f"sink-{self.sink.kind}-write")
         future = self._pool.submit(self._write, batch, self.INLINE_RETRY)
         self._running.add(future)
         future.add_done_callback(self._running.discard)
-        self._in_flight.setdefault(tp, deque()).append(_Write(batch, future))
+        part.in_flight.append(_Write(batch, future))
         IN_FLIGHT.labels(self.sink.kind).set(len(self._running))
 
-    def _write(self, batch: Batch, policy: Backoff) -> tuple[list[Rejected], float]:
-        """Write ``batch`` (with short retries); returns what the store rejected and when the write ended."""
+    def _write(self, batch: Batch, policy: Backoff) -> float:
+        """Write ``batch`` (with short retries); returns when the write ended. What the store refused for good
+        is kept in ``batch.rejected``; after a :class:`PartialWrite`, only the items it names are written again."""
         started = time.monotonic()
         if not batch.records:  # only dead items: nothing to write, they go to the dead-letter topic
-            return [], started
-        rejected = retry_sync(lambda: self.sink.write(batch), policy, what=f"{self.sink.kind} write")
+            return started
+
+        def once() -> None:
+            try:
+                batch.rejected.extend(self.sink.write(batch))
+            except PartialWrite as exc:
+                batch.rejected.extend(exc.rejected)
+                batch.todo = {i.offset for i in exc.retry}
+                raise
+
+        retry_sync(once, policy, what=f"{self.sink.kind} write")
         finished = time.monotonic()
         WRITE_SECONDS.labels(self.sink.kind).observe(finished - started)
-        return rejected, finished
+        return finished
 
     def _reap(self) -> None:
         """Take the results of finished background writes, per partition in cut order: commit each success
         whose predecessors all succeeded; on a failure keep that batch pending (paused) and forget the rest."""
-        for tp, q in self._in_flight.items():  # a permanent failure stops the sink at once, wherever it is
-            for w in q:
+        for tp, part in self._parts.items():  # a permanent failure stops the sink at once, wherever it is
+            for w in part.in_flight:
                 if w.future.done():
                     self._raise_permanent(tp, w.future.exception())
-        for tp in list(self._in_flight):
-            queue = self._in_flight.get(tp)
+        for tp, part in list(self._parts.items()):
+            queue = part.in_flight
             while queue and queue[0].future.done():
                 w = queue.popleft()
                 exc = w.future.exception()
                 if exc is None:
-                    rejected, finished = w.future.result()
-                    self._finish(tp, w.batch, rejected, finished)
+                    self._finish(tp, w.batch, w.future.result())
                     continue
                 self._raise_permanent(tp, exc)
                 self._failed(tp, w.batch, 0, exc)
                 # the batches cut after it (in flight or open) are forgotten: read again after the failed one
                 queue.clear()
-                self._open.pop(tp, None)
+                part.open = None
                 assert self._consumer is not None
                 self._consumer.seek(TopicPartition(tp[0], tp[1], w.batch.end_offset + 1))
-                self._rewound.add(tp)
-            if not queue:
-                self._in_flight.pop(tp, None)
+                part.rewound = True
         IN_FLIGHT.labels(self.sink.kind).set(len(self._running))
 
     def _raise_permanent(self, tp: TP, exc: BaseException | None) -> None:
@@ -489,17 +580,16 @@ class SinkRunner:
 
     def _drain(self) -> None:
         """Wait for every background write and take the results."""
-        while self._in_flight:
-            live = [w.future for q in self._in_flight.values() for w in q]
-            if live:
-                wait(live)
+        while any(p.in_flight for p in self._parts.values()):
+            live = [w.future for p in self._parts.values() for w in p.in_flight]
+            wait(live)
             self._reap()
 
     def _attempt(self, tp: TP, batch: Batch, attempt: int, *, inline: bool = False, final: bool = False) -> bool:
         """Write ``batch`` in this thread; on success dead-letter, commit and resume; on a retriable failure
         keep it pending with the partition paused. Returns True on success."""
         try:
-            rejected, finished = self._write(batch, self.INLINE_RETRY if inline else Backoff(attempts=1))
+            finished = self._write(batch, self.INLINE_RETRY if inline else Backoff(attempts=1))
         except Exception as exc:
             if not is_retriable(exc):
                 raise WriteError(f"{self.sink.kind}: permanent write failure for {tp}: {exc}") from exc
@@ -508,7 +598,7 @@ class SinkRunner:
                 return False
             self._failed(tp, batch, attempt, exc)
             return False
-        self._finish(tp, batch, rejected, finished)
+        self._finish(tp, batch, finished)
         return True
 
     def _count_retried(self, batch: Batch) -> None:
@@ -525,26 +615,27 @@ class SinkRunner:
             extra={"sink": self.sink.kind, "topic": tp[0], "partition": tp[1], "retry_in_s": round(delay, 2),
                    "attempt": attempt + 1, "error": str(exc)},
         )  # fmt: skip
-        if tp not in self._pending:
+        part = self.partition(tp)
+        if part.pending is None:
             assert self._consumer is not None
             self._consumer.pause([TopicPartition(*tp)])
             self.stats.pauses += 1
-        self._pending[tp] = _Pending(batch, attempt + 1, time.monotonic() + delay)
-        PAUSED.labels(self.sink.kind).set(len(self._pending))
+        part.pending = _Pending(batch, attempt + 1, time.monotonic() + delay)
+        PAUSED.labels(self.sink.kind).set(self._paused())
 
     def _retry_due(self) -> None:
         now = time.monotonic()
-        for tp, pending in list(self._pending.items()):
-            if pending.due <= now:
-                self._attempt(tp, pending.batch, pending.attempt)
+        for tp, part in list(self._parts.items()):
+            if part.pending is not None and part.pending.due <= now:
+                self._attempt(tp, part.pending.batch, part.pending.attempt)
 
-    def _finish(self, tp: TP, batch: Batch, rejected: list[Rejected], finished: float) -> None:
+    def _finish(self, tp: TP, batch: Batch, finished: float) -> None:
         dead = [Rejected(i, str(i.error), i.error.kind) for i in batch.items if i.error is not None]
-        dead.extend(rejected)
+        dead.extend(batch.rejected)
         if dead:
             self._dead_letter(batch, dead)
-        rejected_offsets = {r.item.offset for r in rejected}
-        written = [i for i in batch.records if i.offset not in rejected_offsets]
+        rejected_offsets = {r.item.offset for r in batch.rejected}
+        written = [i for i in batch.items if i.record is not None and i.offset not in rejected_offsets]
         per_model: Tally[tuple[str, str]] = Tally()
         for i in written:
             assert i.record is not None
@@ -556,12 +647,13 @@ class SinkRunner:
         self.stats.last_write_at = max(self.stats.last_write_at, finished)
         RECORDS_WRITTEN.labels(self.sink.kind, batch.topic).inc(len(written))
         self._commit(tp, batch.end_offset + 1)
-        if self._pending.pop(tp, None) is not None:
+        part = self._parts.get(tp)
+        if part is not None and part.pending is not None:
+            part.pending = None
+            part.rewound = False
             assert self._consumer is not None
-            self._rewound.discard(tp)
-            if tp in self._assigned:
-                self._consumer.resume([TopicPartition(*tp)])
-            PAUSED.labels(self.sink.kind).set(len(self._pending))
+            self._consumer.resume([TopicPartition(*tp)])
+            PAUSED.labels(self.sink.kind).set(self._paused())
             log.info("write succeeded, partition resumed", extra={"sink": self.sink.kind, "partition": tp[1]})
 
     def _dead_letter(self, batch: Batch, dead: list[Rejected]) -> None:
@@ -600,7 +692,8 @@ class SinkRunner:
 
     def _commit(self, tp: TP, offset: int) -> None:
         assert self._consumer is not None
-        if tp not in self._assigned:
+        part = self._parts.get(tp)
+        if part is None:  # revoked meanwhile: the next owner commits
             return
         try:
             self._consumer.commit(offsets=[TopicPartition(tp[0], tp[1], offset)], asynchronous=False)
@@ -608,15 +701,16 @@ class SinkRunner:
             # Not fatal: the write is idempotent and the next commit covers this one.
             log.warning("commit failed", extra={"topic": tp[0], "partition": tp[1], "error": str(exc)})
             return
-        self._committed[tp] = offset
+        part.committed = offset
         self.stats.commits += 1
 
-    def _commit_ticks(self) -> None:
-        for tp, offset in list(self._commit_due.items()):
-            if tp in self._in_flight:
+    def _commit_due_offsets(self) -> None:
+        for tp, part in list(self._parts.items()):
+            offset = part.commit_due
+            if offset is None or part.in_flight:
                 continue  # committed once the writes before it are
-            del self._commit_due[tp]
-            if tp not in self._open and tp not in self._pending and self._committed.get(tp, -1) < offset:
+            part.commit_due = None
+            if part.open is None and part.pending is None and (part.committed or -1) < offset:
                 self._commit(tp, offset)
 
     def _update_lag(self) -> None:
@@ -624,35 +718,33 @@ class SinkRunner:
         if now - self._last_lag < 5 or self._consumer is None:
             return
         self._last_lag = now
-        for tp in list(self._assigned):
+        for tp, part in list(self._parts.items()):
             try:
                 _, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
                 continue
-            committed = self._committed.get(tp)
-            if high >= 0 and committed is not None:
-                LAG.labels(self.sink.kind, tp[0], str(tp[1])).set(max(0, high - committed))
+            if high >= 0 and part.committed is not None:
+                LAG.labels(self.sink.kind, tp[0], str(tp[1])).set(max(0, high - part.committed))
 
     # -- rebalancing -----------------------------------------------------------------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for p in partitions:
-            self._assigned.add((p.topic, p.partition))
+        tps = [(p.topic, p.partition) for p in partitions]
+        stored = self.sink.stored_offsets(tps) if tps else {}
+        for tp in tps:
+            self._parts[tp] = _Partition(resume_at=stored.get(tp))
         log.info(
-            "assigned", extra={"sink": self.sink.kind, "partitions": [f"{p.topic}:{p.partition}" for p in partitions]}
-        )
+            "assigned",
+            extra={"sink": self.sink.kind, "partitions": [f"{t}:{p}" for t, p in tps],
+                   "resume_from_store": {f"{t}:{p}": o for (t, p), o in stored.items()}},
+        )  # fmt: skip
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
-            tp = (p.topic, p.partition)
-            self._assigned.discard(tp)
-            self._open.pop(tp, None)  # uncommitted: the next owner reads it again and cuts it the same way
-            self._in_flight.pop(tp, None)  # writes still running are forgotten, their batches read again
-            self._pending.pop(tp, None)
-            self._rewound.discard(tp)
-            self._commit_due.pop(tp, None)
-            self._committed.pop(tp, None)
-        PAUSED.labels(self.sink.kind).set(len(self._pending))
+            # open, in-flight and pending batches are dropped uncommitted: the next owner reads them again and
+            # cuts them the same way (writes still running are forgotten)
+            self._parts.pop((p.topic, p.partition), None)
+        PAUSED.labels(self.sink.kind).set(self._paused())
         log.info(
             "revoked", extra={"sink": self.sink.kind, "partitions": [f"{p.topic}:{p.partition}" for p in partitions]}
         )

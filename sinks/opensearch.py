@@ -8,10 +8,12 @@ record always goes to the same index, and ``_id`` = join key makes a re-index an
 in effect. Per namespace keeps tenants apart (deletion, retention, permissions by index pattern); per day
 keeps indices small and lets retention drop whole indices (ISM). Search all with ``<prefix>-records-*``.
 
-**Mappings** are explicit, from index templates installed at start: keywords for ids, names and enums, dates,
-numbers, bodies as ``text`` (truncated to ``index_body_max_bytes``, flagged by ``*_body_truncated``; the archive
-keeps them whole), header maps as ``flat_object``. ``dynamic: false``: a field added by a later schema is kept in
-``_source`` but not indexed until the template says how. Field names are the Parquet column names.
+**Mappings** are explicit, from index templates installed at start, and derived from the Avro schema's columns
+(:mod:`schemas.columns`): keywords for ids, names and enums, analysed text for fields marked ``inferlog.text``,
+dates, numbers, bodies as ``text`` (truncated to ``index_body_max_bytes``, flagged by ``*_body_truncated``; the
+archive keeps them whole), header maps as ``flat_object``. A field added to the schema is mapped by the template
+the sink installs at its next start; ``dynamic: false`` keeps a field the template does not know out of the index
+(it stays in ``_source``). Field names are the Parquet column names.
 Failure signals have ``_id`` = ``join_key#kind`` (one inference may fail in more than one way).
 
 **Bulk** bodies are cut at ``bulk_bytes``. Items answered 429 or 5xx are retried alone, with backoff; other
@@ -32,93 +34,91 @@ from urllib.parse import quote
 
 import orjson
 
+from core.config import ConfigError, env_name, setting
 from core.retry import Backoff, retry_sync
+from schemas.columns import Column, columns
 from schemas.wire import record_id
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
 from sinks.flatten import flatten_failure, flatten_record
-from sinks.framework import Batch, Item, Rejected, Sink
+from sinks.framework import Batch, Item, PartialWrite, Rejected, Sink
 from sinks.opensearch_client import BulkClient
+from sinks.registry import SinkSpec
 
-__all__ = ["BulkClient", "OpenSearchSink", "Prepared", "index_templates", "prepare"]
+__all__ = ["SPEC", "BulkClient", "OpenSearchSink", "OpenSearchSinkConfig", "Prepared", "index_templates", "prepare"]
 
-_KW = {"type": "keyword"}
-_DATE = {"type": "date"}
-_FLAT = {"type": "flat_object"}
+
+@dataclass(frozen=True)
+class OpenSearchSinkConfig(SinkConfig):
+    """Settings of the search sink (``inferlog sink opensearch``): the shared sink settings, plus the indices and
+    bulk requests (the URL and credentials are the shared ``opensearch_*`` settings)."""
+
+    index_prefix: str = setting("inferlog", "Index prefix: <prefix>-records-<namespace>-<yyyy.mm.dd>, -failures-")
+    index_linger_s: float = setting(
+        1.0, "OpenSearch sink: write a batch once it is this many wall-clock seconds old (searchable sooner)"
+    )
+    bulk_bytes: int = setting(5 * 1024 * 1024, "Largest _bulk request body in bytes")
+    index_replicas: int = setting(1, "number_of_replicas in the index template")
+    index_shards: int = setting(1, "number_of_shards in the index template")
+    index_body_max_bytes: int = setting(
+        32 * 1024, "Bodies longer than this are truncated in the search document (the archive keeps them whole)"
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.bulk_bytes < 1:
+            raise ConfigError(f"{env_name('bulk_bytes')} must be >= 1")
+        if self.index_linger_s <= 0:
+            raise ConfigError(f"{env_name('index_linger_s')} must be > 0")
+        prefix = self.index_prefix
+        if not prefix or prefix != prefix.lower() or any(c in prefix for c in ' "*\\<|,>/?#:'):
+            raise ConfigError(f'{env_name("index_prefix")}={prefix!r}: lowercase, no spaces or \\/*?"<>|,#:')
+        if self.index_replicas < 0 or self.index_shards < 1:
+            raise ConfigError(f"{env_name('index_replicas')} >= 0 and {env_name('index_shards')} >= 1 required")
+
+
+_TEXT = {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 1024}}}
 _BODY = {"type": "text", "norms": False, "index_options": "freqs"}
-
-
-def _payload_mapping(side: str) -> dict[str, Any]:
-    return {
-        f"{side}_ce_type": _KW,
-        f"{side}_time": _DATE,
-        f"{side}_recorded_time": _DATE,
-        f"{side}_content_type": _KW,
-        f"{side}_size": {"type": "long"},
-        f"{side}_body": _BODY,
-        f"{side}_body_truncated": {"type": "boolean"},
-        f"{side}_body_encoding": _KW,
-        f"{side}_dataref": _KW,
-        f"{side}_sha256": _KW,
-        f"{side}_extensions": _FLAT,
-        f"{side}_source_partition": {"type": "integer"},
-        f"{side}_source_offset": {"type": "long"},
-    }
-
-
-_COMMON = {
-    "@timestamp": _DATE,
-    "doc_type": _KW,
-    "join_key": _KW,
-    "ce_id": _KW,
-    "namespace": _KW,
-    "isvc": _KW,
-    "component": _KW,
-    "model_name": _KW,
-    "model_version": _KW,
-    "protocol": _KW,
-    "event_time": _DATE,
-    "trace_id": _KW,
-    "request_id": _KW,
-    "metadata": _FLAT,
-    "annotations": _FLAT,
-    "kafka_topic": _KW,
-    "kafka_partition": {"type": "integer"},
-    "kafka_offset": {"type": "long"},
+_BY_KIND: dict[str, dict[str, Any]] = {
+    "string": {"type": "keyword"},
+    "int": {"type": "integer"},
+    "long": {"type": "long"},
+    "float": {"type": "float"},
+    "double": {"type": "double"},
+    "boolean": {"type": "boolean"},
+    "timestamp": {"type": "date"},
+    "body": _BODY,
+    "encoding": {"type": "keyword"},
+    "str_map": {"type": "flat_object"},
+    "list_map": {"type": "flat_object"},
 }
 
-RECORD_MAPPING: dict[str, Any] = {
-    **_COMMON,
-    "ce_source": _KW,
-    "endpoint": _KW,
-    "status": _KW,
-    "latency_ms": {"type": "double"},
-    "instance_count": {"type": "integer"},
-    **_payload_mapping("request"),
-    **_payload_mapping("response"),
-    "span_id": _KW,
-    "model_metadata": _FLAT,
-    "error": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 1024}}},
-}
 
-FAILURE_MAPPING: dict[str, Any] = {
-    **_COMMON,
-    "kind": _KW,
-    "reason": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 1024}}},
-    "detected_time": _DATE,
-    "source_partition": {"type": "integer"},
-    "source_offset": {"type": "long"},
-}
+def mapping_of(cols: tuple[Column, ...]) -> dict[str, Any]:
+    """The index mapping of documents made of ``cols`` (see the module doc): the columns, then ``@timestamp``,
+    ``doc_type`` and a ``<body>_truncated`` flag per body."""
+    out: dict[str, Any] = {"@timestamp": {"type": "date"}, "doc_type": {"type": "keyword"}}
+    for c in cols:
+        out[c.name] = _TEXT if c.text and c.kind == "string" else _BY_KIND[c.kind]
+        if c.kind == "body":
+            out[f"{c.name}_truncated"] = {"type": "boolean"}
+    return out
+
+
+def mapping(schema_name: str) -> dict[str, Any]:
+    """The index mapping of ``schema_name``'s documents, derived from its Avro schema."""
+    return mapping_of(columns(schema_name))
 
 
 def _dataset(schema_name: str) -> str:
     return "failures" if schema_name == "failure_signal" else "records"
 
 
-def index_templates(cfg: SinkConfig) -> dict[str, dict[str, Any]]:
+def index_templates(cfg: OpenSearchSinkConfig) -> dict[str, dict[str, Any]]:
     """``{template name: body}`` for ``PUT _index_template/<name>``."""
     out = {}
-    for dataset, mapping in (("records", RECORD_MAPPING), ("failures", FAILURE_MAPPING)):
+    for schema_name in ("inference_record", "failure_signal"):
+        dataset = _dataset(schema_name)
         out[f"{cfg.index_prefix}-{dataset}"] = {
             "index_patterns": [f"{cfg.index_prefix}-{dataset}-*"],
             "priority": 200,
@@ -127,7 +127,7 @@ def index_templates(cfg: SinkConfig) -> dict[str, dict[str, Any]]:
                     "number_of_shards": cfg.index_shards,
                     "number_of_replicas": cfg.index_replicas,
                 },
-                "mappings": {"dynamic": False, "properties": mapping},
+                "mappings": {"dynamic": False, "properties": mapping(schema_name)},
             },
             "_meta": {"managed_by": "inferlog sink opensearch"},
         }
@@ -140,7 +140,7 @@ def _index_segment(value: str) -> str:
     return out.lstrip("-_.") or "_"
 
 
-def index_name(cfg: SinkConfig, schema_name: str, rec: dict[str, Any]) -> str:
+def index_name(cfg: OpenSearchSinkConfig, schema_name: str, rec: dict[str, Any]) -> str:
     t = rec["event_time"]
     if isinstance(t, int):
         t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=t)
@@ -157,7 +157,7 @@ def _index_for_day(prefix: str, schema_name: str, namespace: str, day: int) -> s
     return f"{prefix}-{_dataset(schema_name)}-{_index_segment(namespace)}-{t:%Y.%m.%d}"
 
 
-def index_name_at(cfg: SinkConfig, schema_name: str, rec: dict[str, Any], t_us: int) -> str:
+def index_name_at(cfg: OpenSearchSinkConfig, schema_name: str, rec: dict[str, Any], t_us: int) -> str:
     """:func:`index_name` of ``rec`` when its record time is already known as ``t_us`` (cached per namespace
     and day)."""
     return _index_for_day(cfg.index_prefix, schema_name, rec.get("namespace") or "", t_us // _DAY_US)
@@ -234,7 +234,7 @@ class Prepared:
     lines: bytes
 
 
-def prepare(cfg: SinkConfig, batch: Batch) -> list[Prepared]:
+def prepare(cfg: OpenSearchSinkConfig, batch: Batch) -> list[Prepared]:
     """The batch's records as bulk ``index`` actions (deterministic bytes). Timestamps may be datetimes or
     int epoch microseconds (the sink decodes them as ints): the documents are the same."""
     out = []
@@ -299,11 +299,10 @@ class OpenSearchSink(Sink):
     deterministic_cuts = False  # documents do not depend on where batches are cut
     raw_timestamps = True  # documents get the ISO strings from int micros (cheaper to decode, same bytes)
 
-    ITEM_RETRY = Backoff(base_s=0.2, cap_s=5.0, attempts=6)
-
-    def __init__(self, cfg: SinkConfig) -> None:
+    def __init__(self, cfg: OpenSearchSinkConfig) -> None:
         self.cfg = cfg
         self.client: BulkClient | None = None
+        self.linger_s = cfg.index_linger_s
 
     def setup(self) -> None:
         self.client = client = BulkClient(self.cfg)
@@ -318,35 +317,91 @@ class OpenSearchSink(Sink):
             self.client.close()
 
     def write(self, batch: Batch) -> list[Rejected]:
+        """One round of bulk requests over ``batch.records``. Items answered 429/5xx, and those of a request
+        that failed as a whole, are handed back in a :class:`PartialWrite`: the framework's retry sends only
+        them. Other item errors are permanent (returned, dead-lettered)."""
         assert self.client is not None
         client = self.client
-        remaining = prepare(self.cfg, batch)
         rejected: list[Rejected] = []
-
-        def attempt() -> None:
-            nonlocal remaining
-            again: list[Prepared] = []
-            todo = list(chunks(remaining, self.cfg.bulk_bytes))
-            for n, chunk in enumerate(todo):
-                try:
-                    res = client.bulk(b"".join(p.lines for p in chunk))
-                except WriteError:
-                    remaining = again + [p for c in todo[n:] for p in c]
+        again: list[Prepared] = []
+        todo = list(chunks(prepare(self.cfg, batch), self.cfg.bulk_bytes))
+        for n, chunk in enumerate(todo):
+            try:
+                res = client.bulk(b"".join(p.lines for p in chunk))
+            except WriteError as exc:
+                if not exc.retriable:
                     raise
-                if not res.get("errors"):
+                retry = again + [p for c in todo[n:] for p in c]
+                raise PartialWrite(
+                    f"bulk request failed, {len(retry)} items to retry: {exc}",
+                    retry=[p.item for p in retry],
+                    rejected=rejected,
+                ) from exc
+            if not res.get("errors"):
+                continue
+            for p, result in zip(chunk, res["items"], strict=True):
+                outcome = next(iter(result.values()))
+                status = int(outcome.get("status", 0))
+                if status < 300:
                     continue
-                for p, result in zip(chunk, res["items"], strict=True):
-                    outcome = next(iter(result.values()))
-                    status = int(outcome.get("status", 0))
-                    if status < 300:
-                        continue
-                    if status == 429 or status >= 500:
-                        again.append(p)
-                    else:
-                        rejected.append(Rejected(p.item, f"HTTP {status} {_reason(outcome.get('error'))}", "rejected"))
-            remaining = again
-            if again:
-                raise WriteError(f"{len(again)} bulk items answered 429/5xx", retriable=True)
-
-        retry_sync(attempt, self.ITEM_RETRY, what="opensearch bulk")
+                if status == 429 or status >= 500:
+                    again.append(p)
+                else:
+                    rejected.append(Rejected(p.item, f"HTTP {status} {_reason(outcome.get('error'))}", "rejected"))
+        if again:
+            raise PartialWrite(
+                f"{len(again)} bulk items answered 429/5xx", retry=[p.item for p in again], rejected=rejected
+            )
         return rejected
+
+
+def stored(cfg: SinkConfig, topic: str, record_at: dict[tuple[int, int], str]) -> set[str]:
+    """The records of ``record_at`` found in the index, by ``_id``. Only documents of the records read are asked
+    for (their topic, and per partition the offsets from the first one read), so a reconciliation ``--since``
+    does not aggregate the whole index."""
+    assert isinstance(cfg, OpenSearchSinkConfig)
+    if not record_at:
+        return set()
+    first: dict[int, int] = {}
+    for partition, offset in record_at:
+        first[partition] = min(offset, first.get(partition, offset))
+    scope = {
+        "bool": {
+            "filter": [{"term": {"kafka_topic": topic}}],
+            "should": [
+                {"bool": {"filter": [{"term": {"kafka_partition": p}}, {"range": {"kafka_offset": {"gte": lo}}}]}}
+                for p, lo in sorted(first.items())
+            ],
+            "minimum_should_match": 1,
+        }
+    }
+    wanted = set(record_at.values())
+    found: set[str] = set()
+    client = BulkClient(cfg, timeout_s=30)
+    path = f"/{quote(cfg.index_prefix)}-{_dataset(cfg.schema_for(topic))}-*/_search"
+    try:
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {"size": 5000, "sources": [{"id": {"terms": {"field": "_id"}}}]}
+            if after:
+                composite["after"] = after
+            body = {"size": 0, "query": scope, "aggs": {"k": {"composite": composite}}}
+            res = client.call("POST", path + "?ignore_unavailable=true&allow_no_indices=true", orjson.dumps(body))
+            agg = (res or {}).get("aggregations", {}).get("k", {})
+            found.update(b["key"]["id"] for b in agg.get("buckets", []) if b["key"]["id"] in wanted)
+            after = agg.get("after_key")
+            if not after or not agg.get("buckets"):
+                return found
+    finally:
+        client.close()
+
+
+SPEC = SinkSpec(
+    name=OpenSearchSink.kind,
+    help="index into OpenSearch, _id = join key, one index per namespace/day",
+    config=OpenSearchSinkConfig,
+    sink=OpenSearchSink,
+    stage=OpenSearchSink.stage,
+    stage_doc="the search sink had the record accepted by OpenSearch",
+    stored=stored,
+)

@@ -24,17 +24,35 @@ import orjson
 import pyarrow.parquet as pq
 
 import core.s3
+from core.config import ConfigError, env_name, setting
 from schemas import load_schema
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
 from sinks.flatten import flatten, hive_path, hive_path_at, to_table
 from sinks.framework import Batch, Item, Rejected, Sink
+from sinks.registry import SinkSpec
 
-__all__ = ["S3Object", "S3Sink", "classify_s3_error", "encode_objects", "make_client"]
+__all__ = ["SPEC", "S3Object", "S3Sink", "S3SinkConfig", "classify_s3_error", "encode_objects", "make_client"]
 
 _EXT = {"parquet": "parquet", "avro": "avro", "jsonl": "jsonl"}
 _CONTENT_TYPE = {"parquet": "application/vnd.apache.parquet", "avro": "avro/binary", "jsonl": "application/x-ndjson"}
 _RETRIABLE_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "503"}
+
+
+@dataclass(frozen=True)
+class S3SinkConfig(SinkConfig):
+    """Settings of the object-storage sink (``inferlog sink s3``): the shared sink settings, plus where and how
+    objects are written (the bucket and the S3 endpoint are the shared ``s3_*`` settings)."""
+
+    s3_prefix: str = setting("archive", "Key prefix of archived objects; each topic is a table under it")
+    s3_format: str = setting("parquet", "Object format", choices=("parquet", "avro", "jsonl"))
+    s3_parquet_compression: str = setting("zstd", "Parquet compression", choices=("zstd", "snappy", "gzip", "none"))
+    s3_multipart_bytes: int = setting(16 * 1024 * 1024, "Objects larger than this are uploaded in parts this size")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.s3_multipart_bytes < 5 * 1024 * 1024:
+            raise ConfigError(f"{env_name('s3_multipart_bytes')} must be >= 5 MiB (the S3 minimum part size)")
 
 
 @dataclass(frozen=True)
@@ -48,7 +66,7 @@ class S3Object:
     last_offset: int
 
 
-def make_client(cfg: SinkConfig) -> Any:
+def make_client(cfg: S3SinkConfig) -> Any:
     # Few botocore retries: the sink framework's retry helper owns backoff and pausing.
     return core.s3.client(cfg, attempts=2)
 
@@ -64,7 +82,7 @@ def classify_s3_error(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | HTTPClientError | OSError)
 
 
-def _name(cfg: SinkConfig, topic: str, partition: int, hive: str, first_offset: int) -> str:
+def _name(cfg: S3SinkConfig, topic: str, partition: int, hive: str, first_offset: int) -> str:
     prefix = cfg.s3_prefix.strip("/")
     base = f"{topic}/{hive}/{topic}+{partition}+{first_offset:020d}.{_EXT[cfg.s3_format]}"
     return f"{prefix}/{base}" if prefix else base
@@ -76,7 +94,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def encode_objects(cfg: SinkConfig, batch: Batch) -> tuple[list[S3Object], list[Rejected]]:
+def encode_objects(cfg: S3SinkConfig, batch: Batch) -> tuple[list[S3Object], list[Rejected]]:
     """Group the batch's records by Hive partition (first appearance order) and serialize each group.
     Pure: the same batch always gives the same keys and bytes."""
     groups: dict[str, list[Item]] = {}
@@ -97,7 +115,7 @@ def encode_objects(cfg: SinkConfig, batch: Batch) -> tuple[list[S3Object], list[
     return out, rejected
 
 
-def _serialize(cfg: SinkConfig, batch: Batch, items: list[Item], key: str) -> bytes:
+def _serialize(cfg: S3SinkConfig, batch: Batch, items: list[Item], key: str) -> bytes:
     fmt = cfg.s3_format
     if fmt == "avro":
         schema = fastavro.parse_schema(json.loads(load_schema(batch.schema_name)))
@@ -133,7 +151,7 @@ class S3Sink(Sink):
     stage = "archived"
     deterministic_cuts = True
 
-    def __init__(self, cfg: SinkConfig, client: Any = None) -> None:
+    def __init__(self, cfg: S3SinkConfig, client: Any = None) -> None:
         self.cfg = cfg
         self.client = client
         self._pool: ThreadPoolExecutor | None = None
@@ -191,3 +209,37 @@ class S3Sink(Sink):
                 )
         except (ClientError, BotoCoreError) as exc:
             raise WriteError(f"upload s3://{bucket}/{obj.key}: {exc}", retriable=classify_s3_error(exc)) from exc
+
+
+def read_archive_table(cfg: S3SinkConfig, topic: str, columns: list[str] | None = None, filter: Any = None) -> Any:
+    """The Parquet table of ``topic`` under ``s3://<bucket>/<s3_prefix>/<topic>/`` as a ``pyarrow.Table`` (Hive
+    partitions become the columns ``namespace``, ``isvc``, ``date``, ``hour``)."""
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset(
+        f"{cfg.s3_bucket}/{cfg.s3_prefix.strip('/')}/{topic}",
+        filesystem=core.s3.arrow_filesystem(cfg),
+        format="parquet",
+        partitioning="hive",
+        exclude_invalid_files=True,
+    )
+    return dataset.to_table(columns=columns, filter=filter)
+
+
+def stored(cfg: SinkConfig, topic: str, record_at: dict[tuple[int, int], str]) -> set[str]:
+    """The records of ``record_at`` found in the archive, matched by their Kafka coordinates."""
+    assert isinstance(cfg, S3SinkConfig)
+    table = read_archive_table(cfg, topic, ["kafka_partition", "kafka_offset"])
+    coords = zip(table.column("kafka_partition").to_pylist(), table.column("kafka_offset").to_pylist(), strict=True)
+    return {record_at[at] for at in coords if at in record_at}
+
+
+SPEC = SinkSpec(
+    name=S3Sink.kind,
+    help="archive to object storage as Parquet/Avro/JSON Lines, Hive-partitioned, exactly once in effect",
+    config=S3SinkConfig,
+    sink=S3Sink,
+    stage=S3Sink.stage,
+    stage_doc="the object-storage sink wrote the record into an uploaded object",
+    stored=stored,
+)

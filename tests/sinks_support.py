@@ -5,18 +5,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
-from typing import Any
+import time
+from pathlib import Path
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from core.config import CommonConfig, env_name
 from core.kafka import consumer_config, producer_config
+from core.retry import wait_until
 from core.topics import TopicSpec, ensure_topics
 from schemas import AvroSerde
 from schemas.wire import TICK_HEADER
 from sinks.config import SinkConfig
+
+C = TypeVar("C", bound=SinkConfig)
 
 T0_US = 1_714_550_400_000_000  # 2024-05-01T08:00:00Z
 
@@ -102,7 +111,9 @@ def make_failure(i: int, *, ns: str = "team-a", isvc: str = "iris", kind: str = 
     }
 
 
-def sink_config(stack: CommonConfig, unique: str, **overrides: Any) -> SinkConfig:
+def sink_config(stack: CommonConfig, unique: str, cls: type[C], **overrides: Any) -> C:
+    """A ``cls`` (a sink's settings) on ``stack`` with topics, group, bucket, index prefix and Iceberg catalog of
+    its own (each only where ``cls`` has the setting)."""
     base = {f.name: getattr(stack, f.name) for f in dataclasses.fields(CommonConfig)}
     base.update(
         topic_records=f"t.records.{unique}",
@@ -112,10 +123,12 @@ def sink_config(stack: CommonConfig, unique: str, **overrides: Any) -> SinkConfi
         s3_bucket=f"sinks-{unique}",
         index_prefix=f"t-{unique}",
         index_replicas=0,
+        iceberg_catalog_uri=f"sqlite:///{tempfile.gettempdir()}/inferlog-tests/{unique}/catalog.db",
         partitions=4,
     )
     base.update(overrides)
-    cfg = SinkConfig(**base)
+    names = {f.name for f in dataclasses.fields(cls)}
+    cfg = cls(**{k: v for k, v in base.items() if k in names})
     cfg.validate()
     return cfg
 
@@ -259,3 +272,47 @@ class TcpProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+INFERLOG = str(Path(sys.executable).parent / "inferlog")
+HOUR_US = 3600 * 10**6
+
+
+def kill_loop(cfg: SinkConfig, procs: list[subprocess.Popen[bytes]], log_path: Path, argv: list[str]) -> None:
+    """Produce 20k records in four rounds; in each of the first three, kill -9 the sink at a random moment
+    after it got its partitions, and start it again. Then let it finish and stop it with SIGTERM."""
+    total, rounds = 20_000, 4
+    rng = random.Random()
+    log = log_path.open("ab")
+
+    def spawn() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen([INFERLOG, *argv], env=env_for(cfg), stdout=log, stderr=log)
+        procs.append(p)
+        return p
+
+    def assigned_count() -> int:
+        return log_path.read_text().count('"msg": "assigned"')
+
+    proc = spawn()
+    mid_flow = 0
+    per_round = total // rounds
+    for n in range(rounds):
+        batch = [make_record(i) for i in range(n * per_round, (n + 1) * per_round)]
+        feeder = threading.Thread(target=produce, args=(cfg, cfg.topic_records, "inference_record", batch))
+        feeder.start()
+        if n < rounds - 1:
+            wait_until(lambda n=n: assigned_count() > n, timeout_s=60, what="sink assigned")  # type: ignore[misc]
+            deadline = time.monotonic() + rng.uniform(0.05, 0.6)  # early enough to find work in flight
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            proc.kill()
+            proc.wait(10)
+            mid_flow += not group_caught_up(cfg, cfg.sink_group, [cfg.topic_records])
+            proc = spawn()
+        feeder.join()
+    produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)
+    wait_until(lambda: group_caught_up(cfg, cfg.sink_group, [cfg.topic_records]), timeout_s=120, what="caught up")
+    proc.terminate()
+    assert proc.wait(30) == 0, log_path.read_text()[-3000:]
+    assert mid_flow >= 2  # most kills hit the sink with work in flight

@@ -15,9 +15,8 @@ import urllib3
 
 from core.config import CommonConfig
 from core.retry import wait_until
-from sinks.config import SinkConfig
 from sinks.framework import SinkRunner, run_until
-from sinks.opensearch import OpenSearchSink
+from sinks.opensearch import OpenSearchSink, OpenSearchSinkConfig
 from tests.integration.test_sinks_s3 import kill_loop, procs  # noqa: F401 - fixture
 from tests.sinks_support import (
     T0_US,
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.integration
 http = urllib3.PoolManager()
 
 
-def os_call(cfg: SinkConfig, method: str, path: str, body: Any = None) -> Any:
+def os_call(cfg: OpenSearchSinkConfig, method: str, path: str, body: Any = None) -> Any:
     import orjson
 
     resp = http.request(
@@ -49,12 +48,12 @@ def os_call(cfg: SinkConfig, method: str, path: str, body: Any = None) -> Any:
     return orjson.loads(resp.data)
 
 
-def count(cfg: SinkConfig, dataset: str = "records") -> int:
+def count(cfg: OpenSearchSinkConfig, dataset: str = "records") -> int:
     os_call(cfg, "POST", f"/{cfg.index_prefix}-{dataset}-*/_refresh")
     return int(os_call(cfg, "GET", f"/{cfg.index_prefix}-{dataset}-*/_count")["count"])
 
 
-def all_ids(cfg: SinkConfig) -> list[str]:
+def all_ids(cfg: OpenSearchSinkConfig) -> list[str]:
     # Indexed is not yet searchable: make every acknowledged write visible before counting.
     os_call(cfg, "POST", f"/{cfg.index_prefix}-*/_refresh?ignore_unavailable=true&allow_no_indices=true")
     ids: list[str] = []
@@ -71,8 +70,8 @@ def all_ids(cfg: SinkConfig) -> list[str]:
 
 
 @pytest.fixture
-def cfg(stack: CommonConfig, unique: str) -> Iterator[SinkConfig]:
-    cfg = sink_config(stack, unique, flush_records=500)
+def cfg(stack: CommonConfig, unique: str) -> Iterator[OpenSearchSinkConfig]:
+    cfg = sink_config(stack, unique, OpenSearchSinkConfig, flush_records=500)
     create_topics(cfg)
     yield cfg
     http.request("DELETE", f"{cfg.opensearch_url}/{cfg.index_prefix}-*")
@@ -80,14 +79,14 @@ def cfg(stack: CommonConfig, unique: str) -> Iterator[SinkConfig]:
         http.request("DELETE", f"{cfg.opensearch_url}/_index_template/{cfg.index_prefix}-{dataset}")
 
 
-def start(cfg: SinkConfig) -> tuple[SinkRunner, threading.Event, threading.Thread, list[BaseException]]:
+def start(cfg: OpenSearchSinkConfig) -> tuple[SinkRunner, threading.Event, threading.Thread, list[BaseException]]:
     runner = SinkRunner(cfg, OpenSearchSink(cfg))
     stop, errors = threading.Event(), []
     thread = run_until(runner, stop, errors.append)
     return runner, stop, thread, errors
 
 
-def test_mapping_rejection_goes_to_dead_letter_and_failures_are_searchable(cfg: SinkConfig) -> None:
+def test_mapping_rejection_goes_to_dead_letter_and_failures_are_searchable(cfg: OpenSearchSinkConfig) -> None:
     good = [make_record(i, isvc=("iris", "wine")[i % 2]) for i in range(200)]
     # a trace id longer than Lucene's 32766-byte term limit: valid Avro, valid Kafka, refused by the mapping
     bad = make_record(999, trace_id="t" * 40_000)
@@ -137,7 +136,7 @@ def test_mapping_rejection_goes_to_dead_letter_and_failures_are_searchable(cfg: 
     assert props["model_name"]["type"] == "keyword" and props["event_time"]["type"] == "date"
 
 
-def test_outage_pauses_the_sink_then_it_catches_up_with_nothing_lost(cfg: SinkConfig) -> None:
+def test_outage_pauses_the_sink_then_it_catches_up_with_nothing_lost(cfg: OpenSearchSinkConfig) -> None:
     target = urlparse(cfg.opensearch_url)
     proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 9200))
     proxy.start()
@@ -163,12 +162,12 @@ def test_outage_pauses_the_sink_then_it_catches_up_with_nothing_lost(cfg: SinkCo
         thread.join(30)
         proxy.stop()
     assert not errors
-    assert runner.stats.written >= 5000 and not runner._pending
+    assert runner.stats.written >= 5000 and not runner._paused()
     assert count(direct) == 5000
 
 
 def test_kill9_during_flow_leaves_every_key_indexed_exactly_once(
-    cfg: SinkConfig,
+    cfg: OpenSearchSinkConfig,
     procs: list[subprocess.Popen[bytes]],  # noqa: F811 - the fixture
     tmp_path: Path,
 ) -> None:

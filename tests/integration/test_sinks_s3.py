@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +16,13 @@ import pytest
 
 from core.config import CommonConfig
 from core.retry import wait_until
-from sinks.config import SinkConfig
 from sinks.framework import SinkRunner, run_until
-from sinks.s3 import S3Sink, make_client
+from sinks.s3 import S3Sink, S3SinkConfig, make_client
 from tests.sinks_support import (
     T0_US,
     create_topics,
-    env_for,
     group_caught_up,
+    kill_loop,
     make_failure,
     make_record,
     produce,
@@ -41,8 +38,8 @@ HOUR_US = 3600 * 10**6
 
 
 @pytest.fixture
-def cfg(stack: CommonConfig, unique: str) -> Iterator[SinkConfig]:
-    cfg = sink_config(stack, unique)
+def cfg(stack: CommonConfig, unique: str) -> Iterator[S3SinkConfig]:
+    cfg = sink_config(stack, unique, S3SinkConfig)
     create_topics(cfg)
     s3 = make_client(cfg)
     s3.create_bucket(Bucket=cfg.s3_bucket)
@@ -53,7 +50,7 @@ def cfg(stack: CommonConfig, unique: str) -> Iterator[SinkConfig]:
     s3.delete_bucket(Bucket=cfg.s3_bucket)
 
 
-def run_in_thread(cfg: SinkConfig, *, timeout_s: float = 60) -> SinkRunner:
+def run_in_thread(cfg: S3SinkConfig, *, timeout_s: float = 60) -> SinkRunner:
     """Run the sink until its group has committed everything, then stop it."""
     runner = SinkRunner(cfg, S3Sink(cfg))
     stop, errors = threading.Event(), []
@@ -72,7 +69,7 @@ def run_in_thread(cfg: SinkConfig, *, timeout_s: float = 60) -> SinkRunner:
     return runner
 
 
-def objects(cfg: SinkConfig, prefix: str) -> dict[str, str]:
+def objects(cfg: S3SinkConfig, prefix: str) -> dict[str, str]:
     """``{key relative to prefix: ETag}``."""
     s3 = make_client(cfg)
     out = {}
@@ -82,7 +79,7 @@ def objects(cfg: SinkConfig, prefix: str) -> dict[str, str]:
     return out
 
 
-def arrow_fs(cfg: SinkConfig) -> Any:
+def arrow_fs(cfg: S3SinkConfig) -> Any:
     from pyarrow import fs
 
     return fs.S3FileSystem(
@@ -94,7 +91,7 @@ def arrow_fs(cfg: SinkConfig) -> Any:
     )
 
 
-def read_table(cfg: SinkConfig, prefix: str, topic: str) -> Any:
+def read_table(cfg: S3SinkConfig, prefix: str, topic: str) -> Any:
     import pyarrow.dataset as ds
 
     return ds.dataset(
@@ -102,7 +99,7 @@ def read_table(cfg: SinkConfig, prefix: str, topic: str) -> Any:
     ).to_table()
 
 
-def test_parquet_archive_is_queryable_and_a_replay_writes_identical_objects(cfg: SinkConfig, tmp_path: Path) -> None:
+def test_parquet_archive_is_queryable_and_a_replay_writes_identical_objects(cfg: S3SinkConfig, tmp_path: Path) -> None:
     cfg = dataclasses.replace(cfg, flush_records=400, flush_span_s=1800, s3_prefix="first")
     recs = [
         make_record(i, ns=("team-a", "team-b")[i % 2], isvc=("iris", "wine")[i % 3 == 0], t_us=T0_US + i * 2_000_000)
@@ -162,7 +159,7 @@ def test_parquet_archive_is_queryable_and_a_replay_writes_identical_objects(cfg:
     assert len(objects(cfg, "first")) > 10
 
 
-def test_big_objects_are_uploaded_in_parts(cfg: SinkConfig) -> None:
+def test_big_objects_are_uploaded_in_parts(cfg: S3SinkConfig) -> None:
     import os
 
     cfg = dataclasses.replace(
@@ -192,46 +189,6 @@ def test_big_objects_are_uploaded_in_parts(cfg: SinkConfig) -> None:
     assert table.num_rows == 60
 
 
-def kill_loop(cfg: SinkConfig, procs: list[subprocess.Popen[bytes]], log_path: Path, argv: list[str]) -> None:
-    """Produce 20k records in four rounds; in each of the first three, kill -9 the sink at a random moment
-    after it got its partitions, and start it again. Then let it finish and stop it with SIGTERM."""
-    total, rounds = 20_000, 4
-    rng = random.Random()
-    log = log_path.open("ab")
-
-    def spawn() -> subprocess.Popen[bytes]:
-        p = subprocess.Popen([INFERLOG, *argv], env=env_for(cfg), stdout=log, stderr=log)
-        procs.append(p)
-        return p
-
-    def assigned_count() -> int:
-        return log_path.read_text().count('"msg": "assigned"')
-
-    proc = spawn()
-    mid_flow = 0
-    per_round = total // rounds
-    for n in range(rounds):
-        batch = [make_record(i) for i in range(n * per_round, (n + 1) * per_round)]
-        feeder = threading.Thread(target=produce, args=(cfg, cfg.topic_records, "inference_record", batch))
-        feeder.start()
-        if n < rounds - 1:
-            wait_until(lambda n=n: assigned_count() > n, timeout_s=60, what="sink assigned")  # type: ignore[misc]
-            deadline = time.monotonic() + rng.uniform(0.05, 0.6)  # early enough to find work in flight
-            while time.monotonic() < deadline and proc.poll() is None:
-                time.sleep(0.02)
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            proc.kill()
-            proc.wait(10)
-            mid_flow += not group_caught_up(cfg, cfg.sink_group, [cfg.topic_records])
-            proc = spawn()
-        feeder.join()
-    produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)
-    wait_until(lambda: group_caught_up(cfg, cfg.sink_group, [cfg.topic_records]), timeout_s=120, what="caught up")
-    proc.terminate()
-    assert proc.wait(30) == 0, log_path.read_text()[-3000:]
-    assert mid_flow >= 2  # most kills hit the sink with work in flight
-
-
 @pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -243,7 +200,7 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_kill9_during_flow_leaves_every_key_exactly_once(
-    cfg: SinkConfig, procs: list[subprocess.Popen[bytes]], tmp_path: Path
+    cfg: S3SinkConfig, procs: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     cfg = dataclasses.replace(cfg, flush_records=300, flush_span_s=3600, sink_instance_id="w1", s3_prefix="kill")
     log_path = tmp_path / "sink.log"
@@ -267,7 +224,7 @@ class CrashAfterUpload(S3Sink):
         raise _Crash
 
 
-def test_crash_between_upload_and_commit_rewrites_the_same_object(cfg: SinkConfig) -> None:
+def test_crash_between_upload_and_commit_rewrites_the_same_object(cfg: S3SinkConfig) -> None:
     cfg = dataclasses.replace(cfg, flush_records=200, s3_prefix="crash", sink_topics=cfg.topic_records)
     produce(cfg, cfg.topic_records, "inference_record", [make_record(i) for i in range(1000)])
     produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)

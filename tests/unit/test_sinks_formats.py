@@ -10,6 +10,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from core.retry import Backoff
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
 from sinks.flatten import (
@@ -22,9 +23,9 @@ from sinks.flatten import (
     record_time_us,
     to_table,
 )
-from sinks.framework import Batch, Item
-from sinks.opensearch import OpenSearchSink, chunks, index_templates, prepare
-from sinks.s3 import S3Sink, encode_objects
+from sinks.framework import Batch, Item, PartialWrite, SinkRunner
+from sinks.opensearch import OpenSearchSink, OpenSearchSinkConfig, chunks, index_templates, prepare
+from sinks.s3 import S3Sink, S3SinkConfig, encode_objects
 from tests.sinks_support import T0_US, make_failure, make_record
 
 
@@ -64,7 +65,7 @@ def test_flatten_record_columns() -> None:
 
 
 def test_parquet_objects_are_split_by_hive_partition_and_named_by_first_offset() -> None:
-    cfg = SinkConfig(s3_prefix="arch")
+    cfg = S3SinkConfig(s3_prefix="arch")
     recs = [make_record(0), make_record(1, isvc="other"), make_record(2), make_record(3, t_us=T0_US + 3600 * 10**6)]
     objects, rejected = encode_objects(cfg, batch_of(recs))
     assert not rejected
@@ -190,7 +191,7 @@ def test_decode_many_equals_decode_for_the_same_and_an_older_writer_schema() -> 
 
 @pytest.mark.parametrize("fmt", ["avro", "jsonl"])
 def test_other_formats_are_deterministic_and_readable(fmt: str) -> None:
-    cfg = SinkConfig(s3_format=fmt)
+    cfg = S3SinkConfig(s3_format=fmt)
     recs = [make_record(i) for i in range(3)]
     (obj,), _ = encode_objects(cfg, batch_of(recs))
     (obj2,), _ = encode_objects(cfg, batch_of(recs))
@@ -219,7 +220,7 @@ class FakeS3:
 def test_large_objects_go_up_in_parts_by_the_transfer_manager() -> None:
     from sinks.s3 import S3Object
 
-    cfg = SinkConfig(s3_multipart_bytes=5 * 1024 * 1024)
+    cfg = S3SinkConfig(s3_multipart_bytes=5 * 1024 * 1024)
     fake = FakeS3()
     sink = S3Sink(cfg, client=fake)
     sink.upload(S3Object("k", b"a" * (11 * 1024 * 1024), 1, 0, 0))
@@ -235,7 +236,7 @@ def test_large_objects_go_up_in_parts_by_the_transfer_manager() -> None:
 
 
 def test_opensearch_documents_index_names_and_ids() -> None:
-    cfg = SinkConfig(index_prefix="il", index_body_max_bytes=10)
+    cfg = OpenSearchSinkConfig(index_prefix="il", index_body_max_bytes=10)
     (p,) = prepare(cfg, batch_of([make_record(1, namespace="Team-A")]))
     action, doc = (orjson.loads(line) for line in p.lines.splitlines())
     assert action == {"index": {"_index": "il-records-team-a-2024.05.01", "_id": "team-a/iris/predictor/id-000001"}}
@@ -256,7 +257,7 @@ def test_a_reused_ids_later_records_get_their_own_document_ids() -> None:
     so the retried inference and its failed attempt are two documents (not one overwriting the other)."""
     from schemas.wire import ordinal_headers
 
-    cfg = SinkConfig(index_prefix="il")
+    cfg = OpenSearchSinkConfig(index_prefix="il")
     batch = Batch("recs", 3, "inference_record")
     for offset, ordinal in enumerate([1, 2]):
         rec = decoded(make_record(1))
@@ -271,7 +272,7 @@ def test_a_reused_ids_later_records_get_their_own_document_ids() -> None:
 
 
 def test_bulk_chunks_respect_the_byte_limit() -> None:
-    cfg = SinkConfig()
+    cfg = OpenSearchSinkConfig()
     prepared = prepare(cfg, batch_of([make_record(i) for i in range(10)]))
     limit = sum(len(p.lines) for p in prepared[:3])
     parts = list(chunks(prepared, limit))
@@ -301,24 +302,34 @@ class FakeBulk:
 
 
 def test_only_429_and_5xx_items_are_retried_and_4xx_items_are_rejected() -> None:
-    sink = OpenSearchSink(SinkConfig())
-    sink.ITEM_RETRY = type(sink.ITEM_RETRY)(base_s=0.0, cap_s=0.0, attempts=3)
+    sink = OpenSearchSink(OpenSearchSinkConfig())
     fake = FakeBulk([[201, 429, 400, 503], [200, 200]])
     sink.client = fake  # type: ignore[assignment]
     batch = batch_of([make_record(i) for i in range(4)])
-    rejected = sink.write(batch)
+    with pytest.raises(PartialWrite) as exc:
+        sink.write(batch)
+    assert [i.offset for i in exc.value.retry] == [101, 103]
+    assert [r.item.offset for r in exc.value.rejected] == [102]
+    assert "mapper_parsing_exception" in exc.value.rejected[0].reason and "400" in exc.value.rejected[0].reason
+    # the framework's retry writes only those two, and keeps the rejected one for the dead-letter topic
+    runner = SinkRunner(SinkConfig(), sink)
+    batch = batch_of([make_record(i) for i in range(4)])
+    fake.script = [[201, 429, 400, 503], [200, 200]]
+    fake.sent = []
+    runner._write(batch, Backoff(base_s=0.0, cap_s=0.0, attempts=3, jitter=False))
     assert fake.sent == [4, 2]
-    assert [r.item.offset for r in rejected] == [102]
-    assert "mapper_parsing_exception" in rejected[0].reason and "400" in rejected[0].reason
+    assert [r.item.offset for r in batch.rejected] == [102]
 
 
-def test_items_that_keep_failing_make_the_write_retriable() -> None:
-    sink = OpenSearchSink(SinkConfig())
-    sink.ITEM_RETRY = type(sink.ITEM_RETRY)(base_s=0.0, cap_s=0.0, attempts=2)
-    sink.client = FakeBulk([[429], [429]])  # type: ignore[assignment]
+def test_one_retry_layer_items_that_keep_failing_cost_the_framework_s_attempts_only() -> None:
+    sink = OpenSearchSink(OpenSearchSinkConfig())
+    fake = FakeBulk([[429]] * 10)
+    sink.client = fake  # type: ignore[assignment]
+    runner = SinkRunner(SinkConfig(), sink)
     with pytest.raises(WriteError) as exc:
-        sink.write(batch_of([make_record(0)]))
+        runner._write(batch_of([make_record(0)]), Backoff(base_s=0.0, cap_s=0.0, attempts=3, jitter=False))
     assert exc.value.retriable
+    assert fake.sent == [1, 1, 1]  # three bulk rounds, not the sink's retries inside the framework's
 
 
 def test_flattened_rows_keep_the_schema_column_order() -> None:
@@ -333,7 +344,7 @@ def test_cached_index_name_equals_index_name() -> None:
     from sinks.flatten import record_time_us
     from sinks.opensearch import index_name, index_name_at
 
-    cfg = SinkConfig(index_prefix="il")
+    cfg = OpenSearchSinkConfig(index_prefix="il")
     for t_us in (T0_US, T0_US + 86_399_999_999 - T0_US % 86_400_000_000, 0, -1, 86400 * 10**6 * 365 * 60 + 17):
         for ns in ("Team-A", "", "a/b"):
             rec = decoded(make_record(1, namespace=ns, t_us=t_us))
@@ -372,7 +383,7 @@ def test_opensearch_documents_same_bytes_with_int_timestamps() -> None:
     bulk lines are byte for byte those of the flatten()-based build, whichever way the records were decoded."""
     import datetime as dt
 
-    cfg = SinkConfig(index_prefix="il", index_body_max_bytes=16)
+    cfg = OpenSearchSinkConfig(index_prefix="il", index_body_max_bytes=16)
     recs = [make_record(i, t_us=T0_US + i * 333_333 + (i % 3) * 5) for i in range(8)]
     recs[0]["event_time"] = T0_US  # a whole second: no fraction
     recs[1]["request"] = {**recs[1]["request"], "body": b"\xff\x00 not utf-8", "recorded_time": T0_US + 7}

@@ -125,7 +125,7 @@ def runner(sink: Sink | None = None, **kw: Any) -> tuple[SinkRunner, FakeConsume
     c, p = FakeConsumer(), FakeProducer()
     r._consumer, r._producer = c, p  # type: ignore[assignment]
     r._serdes = {TOPIC: JsonSerde()}  # type: ignore[dict-item]
-    r._assigned = {(TOPIC, 0), (TOPIC, 1)}
+    r.partition((TOPIC, 0)), r.partition((TOPIC, 1))
     return r, c, p
 
 
@@ -179,7 +179,7 @@ def test_tick_closes_a_batch_whose_span_is_over_and_is_committed() -> None:
     assert r.sink.batches == [[0, 1]]  # type: ignore[attr-defined]
     assert c.commits == [(0, 4)]  # the closing tick is covered
     feed(r, [tick(4, 20), tick(5, 30)])  # ticks with nothing open: committed as they come
-    r._commit_ticks()
+    r._commit_due_offsets()
     assert c.commits[-1] == (0, 6)
 
 
@@ -199,7 +199,7 @@ def test_partitions_are_batched_independently() -> None:
     feed(r, [rec(0, partition=0), rec(0, partition=1), rec(1, partition=0), rec(2, partition=0)])
     assert r.sink.batches == [[0, 1, 2]]  # type: ignore[attr-defined]
     assert c.commits == [(0, 3)]
-    assert r._open[(TOPIC, 1)].size == 1
+    assert r.partition((TOPIC, 1)).open.size == 1
 
 
 def test_retriable_failure_pauses_keeps_the_batch_and_resumes_after_success() -> None:
@@ -210,10 +210,10 @@ def test_retriable_failure_pauses_keeps_the_batch_and_resumes_after_success() ->
     assert c.paused == {0} and c.commits == [] and r.stats.pauses == 1
     feed(r, [rec(3), rec(4)])  # fetched before the pause took effect: handed back by seeking
     assert c.seeks == [(0, 3)]
-    r._pending[(TOPIC, 0)].due = 0
+    r.partition((TOPIC, 0)).pending.due = 0
     r._retry_due()
     assert c.paused == {0}  # second failure: still paused
-    r._pending[(TOPIC, 0)].due = 0
+    r.partition((TOPIC, 0)).pending.due = 0
     r._retry_due()
     assert sink.batches == [[0, 1, 2]] and c.commits == [(0, 3)] and c.paused == set()
     assert r.stats.retried == 6
@@ -247,7 +247,7 @@ def test_revoked_partition_drops_its_open_batch_uncommitted() -> None:
     r, c, _ = runner()
     feed(r, [rec(0), rec(1)])
     r._on_revoke(None, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
-    assert (TOPIC, 0) not in r._open and c.commits == []
+    assert r.partition((TOPIC, 0)).open is None and c.commits == []
 
 
 def test_shutdown_keeps_deterministic_batches_open_but_flushes_idempotent_sinks() -> None:
@@ -327,7 +327,7 @@ def settle(r: SinkRunner, *firsts: int) -> None:
     """Wait until the writes of the batches starting at ``firsts`` have ended, then take the results."""
     sink = r.sink
     assert isinstance(sink, GatedSink)
-    for w in [w for q in r._in_flight.values() for w in q if w.batch.items[0].offset in firsts]:
+    for w in [w for p in r._parts.values() for w in p.in_flight if w.batch.items[0].offset in firsts]:
         w.future.exception(timeout=10)
     r._reap()
 
@@ -336,7 +336,7 @@ def test_writes_in_flight_overlap_and_commits_stay_in_order() -> None:
     sink = GatedSink()
     r, c, _ = runner(sink)
     handle(r, [rec(i) for i in range(9)])  # three batches, all written at once
-    assert [w.batch.items[0].offset for w in r._in_flight[(TOPIC, 0)]] == [0, 3, 6]
+    assert [w.batch.items[0].offset for w in r.partition((TOPIC, 0)).in_flight] == [0, 3, 6]
     sink.gate(6).set()
     settle(r, 6)
     sink.gate(3).set()
@@ -344,12 +344,12 @@ def test_writes_in_flight_overlap_and_commits_stay_in_order() -> None:
     assert sink.batches == [[6, 7, 8], [3, 4, 5]]  # written out of order ...
     assert c.commits == []  # ... but nothing committed while the first batch is in flight
     handle(r, [tick(9, 0.5)])
-    r._commit_ticks()
+    r._commit_due_offsets()
     assert c.commits == []  # a tick does not jump the writes in flight either
     sink.gate(0).set()
     settle(r, 0)
     assert c.commits == [(0, 3), (0, 6), (0, 9)]  # in order, once the first succeeded
-    r._commit_ticks()
+    r._commit_due_offsets()
     assert c.commits[-1] == (0, 10)
     assert r.stats.written == 9
 
@@ -366,15 +366,15 @@ def test_a_failed_write_holds_back_later_successes_and_nothing_is_lost() -> None
     sink.gate(0).set()
     settle(r, 0)  # the first batch failed: paused, rewound to after it, later batches forgotten
     assert c.paused == {0} and c.commits == [] and c.seeks == [(0, 3)]
-    assert (TOPIC, 0) not in r._open and (TOPIC, 0) not in r._in_flight
+    assert r.partition((TOPIC, 0)).open is None and not r.partition((TOPIC, 0)).in_flight
     handle(r, msgs[3:])  # still in this consume() result: ignored, Kafka hands them again
-    assert (TOPIC, 0) not in r._open and c.seeks == [(0, 3)]
-    r._pending[(TOPIC, 0)].due = 0
+    assert r.partition((TOPIC, 0)).open is None and c.seeks == [(0, 3)]
+    r.partition((TOPIC, 0)).pending.due = 0
     r._retry_due()  # the retry succeeds: committed, resumed
     assert c.commits == [(0, 3)] and c.paused == set()
     handle(r, msgs[3:])  # read again after the seek: written again (idempotent) and committed in order
     r._drain()
-    assert c.commits == [(0, 3), (0, 6)] and r._open[(TOPIC, 0)].size == 2
+    assert c.commits == [(0, 3), (0, 6)] and r.partition((TOPIC, 0)).open.size == 2
     written = sorted({o for b in sink.batches for o in b})
     assert written == list(range(6))  # every record up to the last commit was written
     assert sink.batches.count([3, 4, 5]) == 2
@@ -407,7 +407,7 @@ def test_revoked_partition_forgets_its_writes_in_flight() -> None:
     r._on_revoke(None, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
     sink.gate(0).set()
     r._drain()
-    assert c.commits == [] and not r._in_flight
+    assert c.commits == [] and not any(p.in_flight for p in r._parts.values())
 
 
 def test_max_in_flight_zero_writes_in_the_consume_thread() -> None:
@@ -424,7 +424,7 @@ def test_a_permanent_failure_of_a_later_write_stops_the_sink_at_once() -> None:
     handle(r, [rec(i) for i in range(6)])
     sink.fail = [WriteError("403 access denied", retriable=False)]
     sink.gate(3).set()
-    w = r._in_flight[(TOPIC, 0)][1]
+    w = r.partition((TOPIC, 0)).in_flight[1]
     assert isinstance(w.future.exception(timeout=10), WriteError)
     with pytest.raises(WriteError, match="permanent"):
         r._reap()  # the first batch is still in flight

@@ -19,8 +19,9 @@ from pathlib import Path
 from core import config, logs
 from core.errors import InferlogError
 from core.topics import ensure_topics
-from inferlog.stats import reconcile, render_table
+from inferlog.stats import reconcile, render_table, sink_configs
 from inferlog_stack.manager import StackConfig, start
+from sinks.registry import specs
 
 
 class RunError(InferlogError):
@@ -89,7 +90,7 @@ def _http_ok(url: str) -> bool:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
-        help="the main job: local real stack + ingest + streams + both sinks (--demo: drive traffic, reconcile)",
+        help="the main job: local real stack + ingest + streams + every sink (--demo: drive traffic, reconcile)",
         description="Start the local stack and the whole pipeline on this machine. Logs of each process go to "
         "<stack dir>/run/. Ctrl-C (or SIGTERM) stops the pipeline gracefully; the stack keeps running "
         "(`inferlog stack stop`).",
@@ -104,7 +105,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--metrics-port-base",
         type=int,
         default=9102,
-        help="metrics ports of streams, sink s3 and sink opensearch: this port and the next two (default 9102)",
+        help="metrics ports of streams and of each sink: this port and the next ones (default 9102)",
     )
     p.add_argument(
         "--pipeline-id",
@@ -114,6 +115,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-stack", action="store_true", help="do not start the local stack (use the configured servers)")
     config.add_flags(p, StackConfig)
     p.set_defaults(handler=run)
+
+
+def _ready_at(url: str) -> Callable[[Child], bool]:
+    return lambda _child: _http_ok(url)
 
 
 def _children(cfg: StackConfig, args: argparse.Namespace, env: dict[str, str]) -> list[Child]:
@@ -143,19 +148,15 @@ def _children(cfg: StackConfig, args: argparse.Namespace, env: dict[str, str]) -
             run_dir / "streams.log",
             env,
         ),
-        Child(
-            "sink-s3",
-            ["sink", "s3", "--sink-group", f"{pid}-sink-s3", "--sink-metrics-port", str(mport + 1)],
-            lambda c: _http_ok(f"http://127.0.0.1:{mport + 1}/readyz"),
-            run_dir / "sink-s3.log",
-            env,
-        ),
-        Child(
-            "sink-opensearch",
-            ["sink", "opensearch", "--sink-group", f"{pid}-sink-opensearch", "--sink-metrics-port", str(mport + 2)],
-            lambda c: _http_ok(f"http://127.0.0.1:{mport + 2}/readyz"),
-            run_dir / "sink-opensearch.log",
-            env,
+        *(
+            Child(
+                f"sink-{spec.name}",
+                ["sink", spec.name, "--sink-group", f"{pid}-sink-{spec.name}", "--sink-metrics-port", str(mport + n)],
+                _ready_at(f"http://127.0.0.1:{mport + n}/readyz"),
+                run_dir / f"sink-{spec.name}.log",
+                env,
+            )
+            for n, spec in enumerate(specs(), start=1)
         ),
     ]
 
@@ -170,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
     ensure_topics(cfg)
     env = dict(os.environ)
     env.update({k: str(v) for k, v in _settings_env(cfg).items()})
+    run_dir = cfg.dir / "run" / args.pipeline_id
+    # the lakehouse sink's catalog and tables belong to this pipeline, as its consumer groups do
+    env.setdefault("INFERLOG_ICEBERG_CATALOG_URI", f"sqlite:///{run_dir / 'iceberg-catalog.db'}")
+    env.setdefault("INFERLOG_ICEBERG_WAREHOUSE", f"s3://{cfg.s3_bucket}/iceberg/{args.pipeline_id}")
     if args.demo:
         for k, v in DEMO_ENV.items():
             env.setdefault(k, v)
@@ -189,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         _banner(cfg, args, time.monotonic() - t0)
         status = 0
         if args.demo:
-            status = _demo(cfg, args)
+            status = _demo(cfg, args, env)
             if args.once:
                 return status
         print("pipeline running; Ctrl-C to stop", flush=True)
@@ -263,7 +268,7 @@ inferlog is running (ready in {took:.0f}s).
     )
 
 
-def _demo(cfg: StackConfig, args: argparse.Namespace) -> int:
+def _demo(cfg: StackConfig, args: argparse.Namespace, env: dict[str, str]) -> int:
     from ingest.demo import send_demo
 
     since_ms = int(time.time() * 1000) - 1000
@@ -280,13 +285,10 @@ def _demo(cfg: StackConfig, args: argparse.Namespace) -> int:
         f"waiting up to {args.settle_timeout:.0f}s for pairs to join or expire and the sinks to flush ...", flush=True
     )
     deadline = time.monotonic() + args.settle_timeout
-    from sinks.config import SinkConfig
-
-    sink_cfg = config.load(SinkConfig)
-    where = {"archive_prefix": f"{sink_cfg.s3_prefix}/{cfg.topic_records}", "index_prefix": sink_cfg.index_prefix}
-    rec = reconcile(cfg, since_ms=since_ms, **where)
+    sinks = sink_configs(env)  # as the children see them
+    rec = reconcile(cfg, since_ms=since_ms, sinks=sinks)
     while not rec.balanced and time.monotonic() < deadline:
         time.sleep(2)  # polling the stores with a deadline
-        rec = reconcile(cfg, since_ms=since_ms, **where)
+        rec = reconcile(cfg, since_ms=since_ms, sinks=sinks)
     print(render_table(rec), flush=True)
     return 0 if rec.balanced else 1
