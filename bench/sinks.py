@@ -54,8 +54,8 @@ from core.retry import wait_until
 from core.runtime import tune_gc
 from sinks.config import SinkConfig
 from sinks.framework import Batch, Item, Sink, SinkRunner
-from sinks.opensearch import OpenSearchSink, chunks, index_templates, prepare
-from sinks.s3 import S3Sink, make_client
+from sinks.opensearch import OpenSearchSink, OpenSearchSinkConfig, chunks, index_templates, prepare
+from sinks.s3 import S3Sink, S3SinkConfig, make_client
 from tests.sinks_support import (
     T0_US,
     create_topics,
@@ -181,7 +181,7 @@ def best_us(fn: Callable[[], Any], n: int) -> tuple[float, Any]:
     return min(times) / n * 1e6, out
 
 
-def steps_s3(cfg: SinkConfig, recs: list[dict]) -> None:
+def steps_s3(cfg: S3SinkConfig, recs: list[dict]) -> None:
     """µs/record of each CPU step of the S3 sink on ``recs`` (best of 3), with the row-dict path as the
     baseline that the column-wise build must beat."""
     import io
@@ -282,7 +282,7 @@ def floors(cfg: SinkConfig, n: int, raw_timestamps: bool) -> tuple[Floor, Floor]
     )
 
 
-def steps_opensearch(cfg: SinkConfig, recs: list[dict]) -> None:
+def steps_opensearch(cfg: OpenSearchSinkConfig, recs: list[dict]) -> None:
     """µs/record of each CPU step of the OpenSearch sink on ``recs`` (best of 3)."""
     from schemas import AvroSerde
     from sinks.flatten import record_time_us
@@ -326,7 +326,7 @@ def concurrently(fn: Callable[[Any], Any], items: list[Any], threads: int) -> fl
     return time.monotonic() - started
 
 
-def bench_s3(cfg: SinkConfig, n: int, in_flight: int, meter: Meter) -> tuple[Run, float, Usage, Usage]:
+def bench_s3(cfg: S3SinkConfig, n: int, in_flight: int, meter: Meter) -> tuple[Run, float, Usage, Usage]:
     s3 = make_client(cfg)
     s3.create_bucket(Bucket=cfg.s3_bucket)
     run = run_sink(cfg, S3Sink(cfg), n, in_flight, meter)
@@ -347,7 +347,7 @@ def bench_s3(cfg: SinkConfig, n: int, in_flight: int, meter: Meter) -> tuple[Run
 
 
 def bench_opensearch(
-    cfg: SinkConfig, n: int, recs: list[dict], in_flight: int, meter: Meter
+    cfg: OpenSearchSinkConfig, n: int, recs: list[dict], in_flight: int, meter: Meter
 ) -> tuple[Run, float, Usage, Usage]:
     """Sink run, ceiling rec/s, and the CPU used during each."""
     run = run_sink(cfg, OpenSearchSink(cfg), n, in_flight, meter)
@@ -398,10 +398,12 @@ def main() -> int:
 
     stack = load(StackConfig)
     u = uuid.uuid4().hex[:8]
-    cfg = sink_config(
-        stack, f"bench{u}", partitions=args.partitions, flush_records=args.flush_records, flush_span_s=86400.0,
-        s3_prefix="bench", sink_topics=f"t.records.bench{u}", flush_bytes=256 << 20,
+    common = dict(
+        partitions=args.partitions, flush_records=args.flush_records, flush_span_s=86400.0, s3_prefix="bench",
+        sink_topics=f"t.records.bench{u}", flush_bytes=256 << 20,
     )  # fmt: skip
+    cfg = sink_config(stack, f"bench{u}", S3SinkConfig, **common)
+    search_cfg = sink_config(stack, f"bench{u}", OpenSearchSinkConfig, **common)
     create_topics(cfg)
     body = (b'{"instances": [' + b"[0.1, 0.2, 0.3, 0.4], " * (args.body_bytes // 22))[: args.body_bytes - 2] + b"]}"
     recs = []
@@ -423,7 +425,7 @@ def main() -> int:
             ("s3 (parquet)", n, run, ceiling, store_cpu, floors(s3_cfg, args.records, S3Sink(s3_cfg).raw_timestamps))
         )
     if args.only in (None, "opensearch"):
-        os_cfg = dataclasses.replace(cfg, sink_group=f"bench-os-{u}")
+        os_cfg = dataclasses.replace(search_cfg, sink_group=f"bench-os-{u}")
         n = OpenSearchSink.max_in_flight if args.in_flight is None else args.in_flight
         run, ceiling, *store_cpu = bench_opensearch(os_cfg, args.records, recs, n, Meter(stack, "opensearch"))
         fl = floors(os_cfg, args.records, OpenSearchSink(os_cfg).raw_timestamps)
@@ -432,7 +434,7 @@ def main() -> int:
         if args.only in (None, "s3"):
             steps_s3(cfg, recs[: args.steps])
         if args.only in (None, "opensearch"):
-            steps_opensearch(cfg, recs[: args.steps])
+            steps_opensearch(search_cfg, recs[: args.steps])
     head = f"{'sink':<14} {'in flight':>9} {'sink rec/s':>12} {'ceiling rec/s':>14} {'ratio':>7}"
     print(f"\n{head} {'µs CPU/rec thread':>18} {'process':>8} {'rec/s per core':>15}")
     for name, n, run, ceiling, _, _ in rows:

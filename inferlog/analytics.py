@@ -23,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import core.s3
 from core.config import CommonConfig, load
 from inferlog.scan import ScanRange, parse_time_ms, scan
 from schemas import AvroSerde
 from schemas.wire import tick_time_us
-
-ARCHIVE_PREFIX = "archive"  # the object-storage sink's default INFERLOG_S3_PREFIX
+from sinks.s3 import S3SinkConfig
 
 
 def _config(cfg: CommonConfig | None) -> CommonConfig:
@@ -100,23 +100,6 @@ def iter_cloudevents(
         yield from_binary(KafkaMessage(headers, key, msg.value or b""), data_unmarshaller=_as_sent)
 
 
-def s3_filesystem(cfg: CommonConfig) -> Any:
-    """A ``pyarrow.fs.S3FileSystem`` for the configured endpoint and keys."""
-    from urllib.parse import urlparse
-
-    import pyarrow.fs as pafs
-
-    kwargs: dict[str, Any] = {
-        "access_key": cfg.s3_access_key,
-        "secret_key": cfg.s3_secret_key,
-        "region": cfg.s3_region,
-    }
-    if cfg.s3_endpoint:
-        u = urlparse(cfg.s3_endpoint)
-        kwargs.update(endpoint_override=u.netloc, scheme=u.scheme or "http")
-    return pafs.S3FileSystem(**kwargs)
-
-
 def read_archive(
     cfg: CommonConfig | None = None,
     *,
@@ -128,14 +111,17 @@ def read_archive(
 ) -> Any:
     """The Parquet archive under ``s3://<bucket>/<prefix>/`` as a ``pyarrow.Table`` (Hive partitions become
     columns ``namespace``, ``isvc``, ``date``, ``hour``). ``prefix`` defaults to the object-storage sink's
-    table of records, ``archive/<records topic>`` (``archive/<failures topic>`` holds the failure signals)."""
+    table of records, ``<s3_prefix>/<records topic>`` (``<s3_prefix>/<failures topic>`` holds the failure
+    signals), ``s3_prefix`` being ``cfg``'s when it is the sink's settings, else ``INFERLOG_S3_PREFIX``."""
     import pyarrow.dataset as ds
 
     cfg = _config(cfg)
-    prefix = prefix if prefix is not None else f"{ARCHIVE_PREFIX}/{cfg.topic_records}"
+    if prefix is None:
+        s3_prefix = cfg.s3_prefix if isinstance(cfg, S3SinkConfig) else load(S3SinkConfig).s3_prefix
+        prefix = f"{s3_prefix.strip('/')}/{cfg.topic_records}"
     dataset = ds.dataset(
         f"{cfg.s3_bucket}/{prefix.strip('/')}",
-        filesystem=s3_filesystem(cfg),
+        filesystem=core.s3.arrow_filesystem(cfg),
         format="parquet",
         partitioning="hive",
         exclude_invalid_files=True,
