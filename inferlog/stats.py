@@ -161,7 +161,9 @@ def reconcile(
     record_ids: set[str] = set()
     joined_keys: set[str] = set()
     record_at: dict[tuple[int, int], str] = {}
-    serde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_records, "inference_record")
+    serde = AvroSerde.for_topic(
+        cfg.registry_url, cfg.topic_records, "inference_record", registry_auth=cfg.registry_auth
+    )
     # Records are produced after their events reached Kafka, so with ``since`` the records topic is read from
     # the same time (less a margin for clocks that differ between hosts), not from its beginning.
     records_from = None if since_ms is None else since_ms - CLOCK_MARGIN_MS
@@ -189,7 +191,9 @@ def reconcile(
         elif status == "response_only":
             c.response_only += 1
 
-    fserde = AvroSerde.for_topic(cfg.registry_url, cfg.topic_failures, "failure_signal")
+    fserde = AvroSerde.for_topic(
+        cfg.registry_url, cfg.topic_failures, "failure_signal", registry_auth=cfg.registry_auth
+    )
     for msg in _maybe_scan(cfg, cfg.topic_failures, rng):
         if tick_time_us(msg.headers) is not None or not msg.value:
             continue
