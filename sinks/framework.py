@@ -710,7 +710,7 @@ class SinkRunner:
             if offset is None or part.in_flight:
                 continue  # committed once the writes before it are
             part.commit_due = None
-            if part.open is None and part.pending is None and (part.committed or -1) < offset:
+            if part.open is None and part.pending is None and (part.committed is None or part.committed < offset):
                 self._commit(tp, offset)
 
     def _update_lag(self) -> None:
