@@ -1,4 +1,4 @@
-"""The consumer loop both sinks share: batches per topic-partition, deterministic cuts, commit after write.
+"""The consumer loop every sink shares: batches per topic-partition, deterministic cuts, commit after write.
 
 How a record travels:
 

@@ -1,4 +1,4 @@
-"""End to end on the local real stack: `inferlog run` (ingest, streams, both sinks) with demo traffic; every
+"""End to end on the local real stack: `inferlog run` (ingest, streams, every sink) with demo traffic; every
 record reaches Parquet and OpenSearch and the reconciliation balances; replaying the time range into the
 pipeline changes nothing (same objects, same document ids)."""
 

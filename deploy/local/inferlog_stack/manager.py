@@ -24,7 +24,7 @@ from inferlog_stack.servers import (
     Server,
 )
 
-log = logging.getLogger("inferlog_stack")
+log = logging.getLogger("inferlog.stack")
 
 SERVER_NAMES = ("kafka", "s3", "opensearch", "registry")
 

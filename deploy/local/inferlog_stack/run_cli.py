@@ -1,5 +1,5 @@
 """``inferlog run``: the main job. Start the local real stack and the whole pipeline (ingest, a streams
-worker, both sinks) as child processes, print where to point ``logger.url`` and how to look at the results,
+worker, every registered sink) as child processes, print where to point ``logger.url`` and how to look at the results,
 and with ``--demo`` drive realistic KServe traffic through it and print the per-model reconciliation."""
 
 from __future__ import annotations
