@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -278,9 +279,17 @@ INFERLOG = str(Path(sys.executable).parent / "inferlog")
 HOUR_US = 3600 * 10**6
 
 
-def kill_loop(cfg: SinkConfig, procs: list[subprocess.Popen[bytes]], log_path: Path, argv: list[str]) -> None:
+def kill_loop(
+    cfg: SinkConfig,
+    procs: list[subprocess.Popen[bytes]],
+    log_path: Path,
+    argv: list[str],
+    wrote_more: Callable[[], bool] | None = None,
+) -> None:
     """Produce 20k records in four rounds; in each of the first three, kill -9 the sink at a random moment
-    after it got its partitions, and start it again. Then let it finish and stop it with SIGTERM."""
+    after it got its partitions (and, with ``wrote_more``, after that says the sink wrote something since the
+    last kill: a store whose writes take long would otherwise only ever be killed before its first), and start
+    it again. Then let it finish and stop it with SIGTERM."""
     total, rounds = 20_000, 4
     rng = random.Random()
     log = log_path.open("ab")
@@ -302,6 +311,8 @@ def kill_loop(cfg: SinkConfig, procs: list[subprocess.Popen[bytes]], log_path: P
         feeder.start()
         if n < rounds - 1:
             wait_until(lambda n=n: assigned_count() > n, timeout_s=60, what="sink assigned")  # type: ignore[misc]
+            if wrote_more is not None:
+                wait_until(wrote_more, timeout_s=60, what="a write since the last kill")
             deadline = time.monotonic() + rng.uniform(0.05, 0.6)  # early enough to find work in flight
             while time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.02)

@@ -209,7 +209,16 @@ def test_kill9_during_flow_leaves_every_record_exactly_once(
 ) -> None:
     cfg = dataclasses.replace(cfg, flush_records=300, sink_instance_id="w1", sink_topics=cfg.topic_records)
     log_path = tmp_path / "sink.log"
-    kill_loop(cfg, procs, log_path, ["sink", "iceberg"])
+    seen = [0]
+
+    def wrote_more() -> bool:  # a commit since the last kill: the next kill may fall between it and Kafka's
+        snapshots = len(load_table(cfg, cfg.topic_records).snapshots())  # (no table yet: wait_until tries again)
+        if snapshots > seen[0]:
+            seen[0] = snapshots
+            return True
+        return False
+
+    kill_loop(cfg, procs, log_path, ["sink", "iceberg"], wrote_more)
     table = rows(cfg, cfg.topic_records)
     at = exactly_once(table)
     counts = Counter(table.column("join_key").to_pylist())
