@@ -52,5 +52,8 @@ def setup(level: str = "info", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Chatty libraries stay at warning unless we debug.
-    for noisy in ("aiokafka", "faust", "mode", "botocore", "boto3", "urllib3", "opensearch", "s3transfer"):
+    for noisy in (
+        "aiokafka", "faust", "mode", "botocore", "boto3", "urllib3", "opensearch", "s3transfer", "httpx", "httpx2",
+        "httpcore", "pyiceberg",
+    ):  # fmt: skip
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
