@@ -8,7 +8,8 @@ Wiring (see FAUST-NOTES.md for why):
   with the same partition count, holds the join state of :mod:`streams.join`; every key lives in (and its
   changelog record goes to) the partition of the events that wrote it, as Faust's own writes would;
 - a timer (wall clock, reads only) sends an expiry marker to partition ``p`` of the marker topic when ``p`` got
-  no event for ``idle_timeout_s``; the agent applies it in stream context (:meth:`Joiner.on_advance`);
+  no event for ``idle_timeout_s`` and the group's committed offset has reached its end (no backlog: see
+  :mod:`streams.idle`); the agent applies it in stream context (:meth:`Joiner.on_advance`);
 - outputs are pre-encoded bytes sent to an explicit partition = the source partition (the producer's time as
   Kafka timestamp, see ``send``) through a confluent-kafka producer (:mod:`streams.outputs`: librdkafka does
   the batching and socket work in its own threads), without awaiting each delivery;
@@ -33,6 +34,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 from prometheus_client import Counter, Gauge
 
 from core import metrics
@@ -43,6 +45,7 @@ from schemas import AvroSerde
 from schemas.wire import TICK_HEADER, ordinal_headers
 from streams import enrich
 from streams.config import StreamsConfig
+from streams.idle import IdleTracker, caught_up
 from streams.join import Duplicate, Joiner, Orphan, Outcome, Paired, Tick
 from streams.outputs import Outputs
 from streams.state import WriteBackState
@@ -53,6 +56,9 @@ DUPLICATES = Counter("inferlog_streams_duplicates", "Duplicate events dropped by
 FAILURES = Counter("inferlog_streams_failures", "FailureSignals written, by kind", ["kind"])
 TICKS = Counter("inferlog_streams_ticks", "Tick records written (per output topic pair)")
 MARKERS = Counter("inferlog_streams_idle_markers", "Expiry markers sent for idle partitions")
+STALE_MARKERS = Counter(
+    "inferlog_streams_stale_idle_markers", "Expiry markers ignored: events that arrived after them were processed"
+)
 WATERMARK = Gauge("inferlog_streams_watermark_seconds", "Event-time watermark per source partition", ["partition"])
 
 
@@ -285,8 +291,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         tick_interval_us=int(cfg.tick_interval_s * 1e6),
     )
     emitter = Emitter(cfg, record_serde, failure_serde, meta)
-    last_activity: dict[int, float] = {}
-    marker_sent: dict[int, float] = {}
+    idle = IdleTracker(cfg.idle_timeout_s)
     app.joiner = joiner  # type: ignore[attr-defined]  # for tests and introspection
     app.join_state = state  # type: ignore[attr-defined]
 
@@ -351,13 +356,16 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         msg = event.message
         headers = _headers(msg.headers)
         try:
-            last_activity[msg.partition] = time.monotonic()
             state.partition = msg.partition
             if msg.topic == cfg.topic_expiry:
                 marker = orjson.loads(msg.value)
-                marker_sent.pop(msg.partition, None)
-                outcomes = joiner.on_advance(msg.partition, marker.get("base"), int(marker["elapsed"]))
+                if idle.on_marker(msg.partition, marker, time.monotonic()):
+                    outcomes = joiner.on_advance(msg.partition, marker.get("base"), int(marker["elapsed"]))
+                else:
+                    outcomes = []
+                    STALE_MARKERS.inc()
             else:
+                idle.on_event(msg.partition, msg.offset, time.monotonic())
                 ev = from_kafka(headers, msg.value)
                 if ev.type not in (REQUEST_TYPE, RESPONSE_TYPE):
                     raise EventError("type", f"unexpected event type {ev.type!r}")
@@ -379,16 +387,37 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
             except Exception:
                 log.exception("dead-letter send failed", extra={"partition": msg.partition, "offset": msg.offset})
 
+    async def caught_up_ends(partitions: list[int]) -> dict[int, int]:
+        """The end offset of each of ``partitions`` whose events are all processed and committed."""
+        tps = [TP(cfg.topic_events, p) for p in partitions]
+        try:
+            ends = await app.consumer.highwaters(*tps)
+        except Exception:  # no consumer yet, a rebalance, a broker away: no marker this round
+            log.debug("end offsets unavailable; no idle markers this round", exc_info=True)
+            return {}
+        # Faust's committed offset per TP (set by its seek after recovery and by every commit, which follows the
+        # producer flush); not public API, see tests/unit/test_faust_internals.py.
+        committed: Mapping[TP, int | None] = app.consumer._committed_offset  # type: ignore[attr-defined]
+        out: dict[int, int] = {}
+        for raw_tp, end in ends.items():
+            tp = TP(raw_tp.topic, raw_tp.partition)
+            if caught_up(committed.get(tp), end):
+                out[tp.partition] = int(end)
+        return out
+
     @app.timer(interval=cfg.idle_check_interval_s)
     async def idle_partitions() -> None:
-        """Wall-clock fallback: advance event time on partitions that got nothing for ``idle_timeout_s``."""
+        """Wall-clock fallback: advance event time on partitions that got nothing for ``idle_timeout_s`` and
+        have no backlog (:mod:`streams.idle`)."""
+        due = idle.due(time.monotonic())
+        if not due:
+            return
+        ends = await caught_up_ends(due)
         now = time.monotonic()
-        for p, last in list(last_activity.items()):
-            idle = now - last
-            if idle < cfg.idle_timeout_s or now - marker_sent.get(p, 0.0) < cfg.idle_timeout_s:
+        for p in idle.due(now):  # again: an event may have been processed during the await
+            if p not in ends:
                 continue
-            marker = {"base": joiner.watermark(p), "elapsed": int(idle * 1e6)}
-            marker_sent[p] = now
+            marker = idle.marker(p, now, joiner.watermark(p), ends[p])
             MARKERS.inc()
             await app.producer.send(cfg.topic_expiry, None, orjson.dumps(marker), p, None, None)
 
@@ -398,8 +427,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         state.discard()
         held.clear()
         joiner.forget()
-        last_activity.clear()
-        marker_sent.clear()
+        idle.clear()
 
     @app.on_partitions_assigned.connect
     def on_assigned(sender: Any, /, *args: Any, **kwargs: Any) -> None:
@@ -407,7 +435,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         now = time.monotonic()
         for tp in (args[0] if args else kwargs.get("assigned")) or ():
             if tp.topic == cfg.topic_events:
-                last_activity.setdefault(tp.partition, now)
+                idle.assigned(tp.partition, now)
 
     @app.on_before_shutdown.connect
     def on_shutdown(sender: Any, /, *args: Any, **kwargs: Any) -> None:

@@ -28,10 +28,11 @@ Rules (all decisions are functions of the input events in partition order, never
   independent of *when* it was noticed) and becomes *done*. Expiries are emitted in (deadline, key) order
   right after the event that moved ``W`` past them. Done fingerprints are forgotten when
   ``W >= their time + done_retention``.
-- **Idle fallback.** When a partition gets no events for ``idle_timeout`` of wall-clock time, the app sends an
-  expiry marker into that partition of the marker topic; :meth:`Joiner.on_advance` moves ``W`` forward by the
-  idle wall-clock time. This is the only wall-clock influence; since ``detected_time`` is the deadline, the
-  records it produces are the same bytes as a replay that expires them by event time.
+- **Idle fallback.** When a partition gets no events for ``idle_timeout`` of wall-clock time and has no backlog
+  (every event of it processed and committed, :mod:`streams.idle`), the app sends an expiry marker into that
+  partition of the marker topic; :meth:`Joiner.on_advance` moves ``W`` forward by the idle wall-clock time.
+  This is the only wall-clock influence; since ``detected_time`` is the deadline, the records it produces are
+  the same bytes as a replay that expires them by event time.
 - **Ticks.** Whenever ``W`` enters a new bucket ``floor(W / tick_interval)``, a :class:`Tick` carrying ``W`` is
   emitted after the event's other outputs, and ``(W, bucket)`` is persisted under the key ``\\x00wm/<p>`` so
   that a restarted worker continues the same tick sequence.

@@ -67,3 +67,20 @@ def test_the_changelog_topic_and_the_producer_send_signature(table: Any) -> None
     got = list(inspect.signature(send).parameters)[1:7]
     # WriteBackState.write_back calls producer.send(topic, key, value, partition, None, None) positionally.
     assert got == ["topic", "key", "value", "partition", "timestamp", "headers"], f"{WHY}: Producer.send{got}"
+
+
+def test_the_consumer_committed_offsets_the_idle_fallback_reads(tmp_path: Path) -> None:
+    # streams.app's idle check: a partition is idle only once app.consumer._committed_offset[tp] (set by the seek
+    # after recovery and by each commit) has reached the end offset from app.consumer.highwaters(*tps).
+    from faust.transport.consumer import Consumer
+
+    app = faust.App("probe", broker="kafka://127.0.0.1:1", datadir=str(tmp_path), web_enabled=False)
+    consumer = app.consumer
+    assert isinstance(consumer, Consumer), f"{WHY}: app.consumer is {type(consumer)}"
+    committed = getattr(consumer, "_committed_offset", None)
+    assert committed is not None, f"{WHY}: Consumer._committed_offset is gone"
+    assert committed.get(TP("t", 0)) is None, f"{WHY}: Consumer._committed_offset is not a TP -> offset mapping"
+    assert inspect.iscoroutinefunction(type(consumer).highwaters), f"{WHY}: Consumer.highwaters is not async"
+    perform_seek = inspect.getsource(Consumer.perform_seek)
+    commit = inspect.getsource(Consumer._commit_offsets)
+    assert "_committed_offset.update" in perform_seek and "_committed_offset.update" in commit, WHY
