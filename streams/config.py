@@ -32,7 +32,9 @@ class StreamsConfig(CommonConfig):
         60.0, "A tick is written to records/failures when a partition's watermark enters a new bucket of this size"
     )
     idle_timeout_s: float = setting(
-        60.0, "Wall-clock seconds without events after which an idle partition's event time is advanced"
+        60.0,
+        "Wall-clock seconds without events after which an idle partition's event time is advanced (only once "
+        "every event of the partition is processed and committed: a backlog is not idleness)",
     )
     idle_check_interval_s: float = setting(5.0, "Wall-clock seconds between checks for idle partitions")
     store_dir: str = setting(
