@@ -171,8 +171,9 @@ class Sink(abc.ABC):
     """
 
     kind: str = "sink"
-    #: the pipeline metrics stage counted for every record written (see :mod:`sinks.registry`)
-    stage: str = "archived"
+    #: the pipeline metrics stage counted for every record written (a registered sink's comes from its
+    #: :class:`~sinks.registry.SinkSpec`)
+    stage: str = "written"
     #: True when object names/contents depend on where batches are cut (then never cut on shutdown/idle).
     deterministic_cuts: bool = True
     #: Batch writes that may run at once, in background threads, while the consume thread reads, decodes and
@@ -291,6 +292,8 @@ class SinkRunner:
         self.cfg = cfg
         self.sink = sink
         self.max_in_flight = sink.max_in_flight if max_in_flight is None else max_in_flight
+        if sink.stage not in metrics.STAGES:  # a sink that is not registered (tests, benchmarks) still counts
+            metrics.register_stage(sink.stage, f"records the {sink.kind} sink wrote")
         self._running: set[Future[Any]] = set()  # every background write not finished, forgotten ones too
         self._pool: ThreadPoolExecutor | None = None
         self.stats = SinkStats()

@@ -441,3 +441,34 @@ def test_a_batch_of_only_dead_items_commits_after_the_writes_before_it() -> None
     sink.gate(0).set()
     r._drain()
     assert c.commits == [(0, 3), (0, 6)] and len(p.sent) == 3
+
+
+class StoreWithOffsets(ListSink):
+    """A store that keeps the consumed offsets itself (as the Iceberg sink does): it holds partition 0 up to 5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[tuple[int, list[int]]] = []
+
+    def stored_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: 5 for tp in partitions if tp == (TOPIC, 0)}
+
+    def write(self, batch: Batch) -> list[Rejected]:
+        self.written.append((batch.partition, [i.offset for i in batch.records]))
+        return []
+
+
+def test_records_the_store_already_holds_are_skipped_not_written_again() -> None:
+    from confluent_kafka import TopicPartition
+
+    sink = StoreWithOffsets()
+    r, c, _ = runner(sink)
+    r._on_assign(None, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])  # type: ignore[arg-type]
+    # what librdkafka had fetched from the committed offset (0) before the seek is dropped too
+    feed(r, [rec(i) for i in range(4)] + [rec(0, partition=1)])
+    assert c.seeks == [(0, 5)]  # once, to where the store ends
+    r._commit_due_offsets()
+    assert (0, 5) in c.commits  # the group learns the store's progress
+    feed(r, [rec(i) for i in range(5, 8)] + [rec(i, partition=1) for i in range(1, 3)])
+    assert sorted(sink.written) == [(0, [5, 6, 7]), (1, [0, 1, 2])]  # partition 1: the store holds none of it
+    assert r.partition((TOPIC, 0)).resume_at is None
