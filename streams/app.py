@@ -20,7 +20,8 @@ Wiring (see FAUST-NOTES.md for why):
   the state that says they were emitted, and that state before the source offset: a ``kill -9`` repeats
   outputs (byte-identical, same key) but loses none (``processing_guarantee=at_least_once``);
 - model metadata comes from the compacted ``inferlog.metadata`` topic (key ``namespace/isvc``, value a JSON
-  object of strings, ``null`` value deletes), loaded before the worker starts and tailed afterwards.
+  object of strings, ``null`` value deletes), loaded before the worker starts and tailed afterwards; besides
+  enriching records, its ``pair_timeout`` key is one step of the per-model pair timeout (:mod:`streams.timeouts`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from streams.idle import IdleTracker, caught_up
 from streams.join import Duplicate, Joiner, Orphan, Outcome, Paired, Tick
 from streams.outputs import Outputs
 from streams.state import WriteBackState
+from streams.timeouts import PairTimeouts
 
 log = logging.getLogger("inferlog.streams")
 
@@ -289,6 +291,11 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         pair_timeout_us=int(cfg.pair_timeout_s * 1e6),
         done_retention_us=int(cfg.done_retention_s * 1e6),
         tick_interval_us=int(cfg.tick_interval_s * 1e6),
+        timeout_for=PairTimeouts(
+            default_us=int(cfg.pair_timeout_s * 1e6),
+            llm_default_us=int(cfg.llm_pair_timeout_s * 1e6),
+            metadata=meta.get,
+        ),
     )
     emitter = Emitter(cfg, record_serde, failure_serde, meta)
     idle = IdleTracker(cfg.idle_timeout_s)

@@ -23,6 +23,10 @@ Rules (all decisions are functions of the input events in partition order, never
   instead of the last one.
 - **Watermark.** Each source partition has an event-time watermark ``W`` = the maximum event time seen on it
   (``Ce-Time``, else the Kafka timestamp). It only grows.
+- **Pair timeout.** Decided per side when it is stored pending (``timeout_for(side)``, by default the global
+  ``pair_timeout``; the app resolves annotation > model metadata > protocol default > global, see
+  :mod:`streams.timeouts`), so it is the *first* side that decides; its deadline ``time + pair_timeout`` is
+  stored with it (``"d"``) and never recomputed.
 - **Expiry.** A pending side expires when ``W >= time + pair_timeout``: it is emitted alone
   (``request_only`` / ``response_only``) with ``detected_time = time + pair_timeout`` (its deadline, hence
   independent of *when* it was noticed) and becomes *done*. Expiries are emitted in (deadline, key) order
@@ -44,7 +48,7 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -190,9 +194,11 @@ class Joiner:
         pair_timeout_us: int,
         done_retention_us: int,
         tick_interval_us: int,
+        timeout_for: Callable[[Side], int] | None = None,
     ) -> None:
         self.store = store
         self.pair_timeout_us = pair_timeout_us
+        self.timeout_for = timeout_for  # side -> its pair timeout (µs); None: pair_timeout_us for every side
         self.done_retention_us = done_retention_us
         self.tick_interval_us = tick_interval_us
         self.parts: dict[int, _Part] = {}
@@ -273,7 +279,8 @@ class Joiner:
         else:
             partner = self._partner(entry, side)
             if partner is None:
-                entry.pending.append(_Pending(side, fp, side.time_us + self.pair_timeout_us))
+                timeout = self.timeout_for(side) if self.timeout_for is not None else self.pair_timeout_us
+                entry.pending.append(_Pending(side, fp, side.time_us + timeout))
             else:
                 entry.pending.remove(partner)
                 req, resp = (side, partner.side) if side.is_request else (partner.side, side)
