@@ -14,6 +14,9 @@ Protocol detection sniffs the bodies, never the Content-Type (KServe copies the 
   like ``chat.completion``, or a whole concatenated SSE stream (``data: {...}`` lines ending ``data: [DONE]``);
 - ``unknown`` otherwise (empty bodies, claim-checked bodies, gRPC frames, ...).
 
+For ``openai`` bodies the sniff also hands the parsed body to :mod:`streams.llm` (prompt, completion,
+finish reason, choices, token usage: the ``llm_*`` fields); no other protocol pays anything for it.
+
 A body is *unparseable* when it is non-empty, not claim-checked, not declared binary (gRPC, octet-stream,
 protobuf) and is neither JSON, nor a JSON header followed by bytes, nor an SSE stream of JSON chunks. A
 response body is an *error object* when it is a JSON object with an ``"error"`` member and no result member
@@ -33,12 +36,14 @@ from typing import Any
 import orjson
 
 from core.events import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent
+from streams import llm
 
 PROTOCOLS = ("v1", "v2", "openai", "unknown")
 _TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?$")
 _BINARY_TYPES = ("application/grpc", "application/octet-stream", "application/x-protobuf", "application/protobuf")
 _RESULT_KEYS = ("predictions", "outputs", "choices", "explanations")
 _MAX_ERROR = 1000
+_SSE_LINES = re.compile(r"\r\n|\r|\n")
 
 
 def parse_time_us(text: str | None) -> int | None:
@@ -111,6 +116,7 @@ class BodyInfo:
     instance_count: int | None = None
     error: str | None = None  # an error object in a response
     unparseable: str | None = None  # why the body could not be parsed
+    llm: llm.LlmInfo | None = None  # what an openai body tells (prompt; completion, tokens)
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -181,6 +187,7 @@ def _sniff_object(obj: Any, *, response: bool) -> BodyInfo:
             model_name=_str_or_none(obj.get("model")),
             instance_count=count if not response else None,
             error=error,
+            llm=llm.from_response(obj) if response else llm.from_request(obj),
         )
     if "model_name" in obj:
         return BodyInfo(
@@ -195,7 +202,9 @@ def _sniff_object(obj: Any, *, response: bool) -> BodyInfo:
 def _sniff_sse(text: str, *, response: bool) -> BodyInfo | None:
     """A concatenated SSE stream of JSON chunks (OpenAI ``stream: true``); ``None`` if it is not one."""
     chunks = []
-    for line in text.splitlines():
+    # SSE ends lines with CRLF, LF or CR only; str.splitlines would also cut at U+0085/U+2028/U+2029, which
+    # JSON strings (an LLM's text) may carry raw
+    for line in _SSE_LINES.split(text):
         line = line.strip()
         if not line or line.startswith(":"):
             continue
@@ -207,6 +216,7 @@ def _sniff_sse(text: str, *, response: bool) -> BodyInfo | None:
         return None
     model: str | None = None
     error: str | None = None
+    objs: list[Any] = []
     for chunk in chunks:
         if chunk == "[DONE]":
             continue
@@ -214,12 +224,13 @@ def _sniff_sse(text: str, *, response: bool) -> BodyInfo | None:
             obj = orjson.loads(chunk)
         except orjson.JSONDecodeError:
             return BodyInfo("openai", unparseable=f"SSE chunk is not JSON: {chunk[:80]!r}")
+        objs.append(obj)
         if isinstance(obj, dict):
             if model is None and isinstance(obj.get("model"), str):
                 model = obj["model"]
             if response and error is None and "error" in obj and "choices" not in obj:
                 error = _error_text(obj["error"])
-    return BodyInfo("openai", model_name=model, error=error)
+    return BodyInfo("openai", model_name=model, error=error, llm=llm.from_stream(objs) if response else None)
 
 
 def sniff(ev: LoggedEvent) -> BodyInfo:
@@ -360,6 +371,8 @@ def build(
     model_name = (resp_info and resp_info.model_name) or (req_info and req_info.model_name) or None
     model_version = (resp_info and resp_info.model_version) or (req_info and req_info.model_version) or None
     instance_count = (req_info and req_info.instance_count) or (resp_info and resp_info.instance_count)
+    asked = (req_info and req_info.llm) if protocol == "openai" else None
+    answered = ((resp_info and resp_info.llm) if protocol == "openai" else None) or llm.EMPTY
 
     metadata: dict[str, list[str]] = {}
     annotations: dict[str, str] = {}
@@ -407,6 +420,13 @@ def build(
         "request_id": request_id,
         "model_metadata": dict(model_metadata or {}),
         "error": "; ".join(errors)[:_MAX_ERROR] if errors else None,
+        "llm_prompt": asked.prompt if asked else None,
+        "llm_completion": answered.completion,
+        "llm_finish_reason": answered.finish_reason,
+        "llm_choices": answered.choices,
+        "llm_prompt_tokens": answered.prompt_tokens,
+        "llm_completion_tokens": answered.completion_tokens,
+        "llm_total_tokens": answered.total_tokens,
     }
 
     def failure(kind: str, reason: str, side: Side) -> dict[str, Any]:

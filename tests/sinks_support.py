@@ -83,6 +83,13 @@ def make_record(i: int, *, ns: str = "team-a", isvc: str = "iris", t_us: int | N
         "request_id": f"req-{i}",
         "model_metadata": {"framework": "sklearn"},
         "error": None,
+        "llm_prompt": None,
+        "llm_completion": None,
+        "llm_finish_reason": None,
+        "llm_choices": None,
+        "llm_prompt_tokens": None,
+        "llm_completion_tokens": None,
+        "llm_total_tokens": None,
     }
     rec.update(extra)
     return rec
