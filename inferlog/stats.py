@@ -78,6 +78,8 @@ class Reconciliation:
     stages: list[str] = field(default_factory=list)
     #: why a sink's store could not be read, by stage
     errors: dict[str, str] = field(default_factory=dict)
+    #: the stages of registered sinks whose store does not exist here (not deployed): no column
+    absent: list[str] = field(default_factory=list)
 
     def model(self, namespace: str, isvc: str) -> ModelCounts:
         return self.models.setdefault((namespace, isvc), ModelCounts())
@@ -97,6 +99,7 @@ class Reconciliation:
             "models": {f"{ns}/{isvc}": c.as_dict() for (ns, isvc), c in sorted(self.models.items())},
             "sinks": self.stages,
             "errors": self.errors,
+            "absent": self.absent,
         }
 
 
@@ -212,6 +215,10 @@ def reconcile(
         except Exception as exc:  # no store yet, or it is down: say so, do not fail the report
             out.errors[spec.stage] = f"{type(exc).__name__}: {exc}"[:300]
             continue
+        if found is None:  # this sink's store was never created: it is not deployed here
+            out.stages.remove(spec.stage)
+            out.absent.append(spec.stage)
+            continue
         for rid in found:
             c = out.model(*_model_of_key(rid.encode()))
             c.stored[spec.stage] = c.stored.get(spec.stage, 0) + 1
@@ -266,5 +273,7 @@ def render_table(rec: Reconciliation) -> str:
     )
     for stage, error in rec.errors.items():
         out.append(f"{stage}: store not read: {error}")
+    for stage in rec.absent:
+        out.append(f"{stage}: that sink's store does not exist here (not deployed): left out")
     out.append("BALANCED: every event is accounted for." if rec.balanced else "NOT BALANCED yet (see columns).")
     return "\n".join(out)

@@ -259,15 +259,19 @@ class IcebergSink(Sink):
         self.tables.clear()
 
 
-def stored(cfg: SinkConfig, topic: str, record_at: dict[tuple[int, int], str]) -> set[str]:
-    """The records of ``record_at`` found in the topic's table, matched by their Kafka coordinates."""
-    from pyiceberg.exceptions import NoSuchTableError
+def stored(cfg: SinkConfig, topic: str, record_at: dict[tuple[int, int], str]) -> set[str] | None:
+    """The records of ``record_at`` found in the topic's table, matched by their Kafka coordinates; ``None`` when
+    there is no such table (or no SQLite catalog file): the sink is not in use here."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
     assert isinstance(cfg, IcebergSinkConfig)
+    uri = cfg.iceberg_catalog_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None  # and do not create one by looking
     try:
         table = load_table(cfg, topic)
-    except NoSuchTableError:
-        return set()
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return None
     rows = table.scan(selected_fields=("kafka_partition", "kafka_offset")).to_arrow()
     coords = zip(rows.column("kafka_partition").to_pylist(), rows.column("kafka_offset").to_pylist(), strict=True)
     return {record_at[at] for at in coords if at in record_at}

@@ -30,8 +30,10 @@ SINK_MODULES = ("sinks.s3", "sinks.opensearch", "sinks.iceberg")
 
 #: ``stored(cfg, topic, record_at)`` → the identities of the records the store holds: ``record_at`` maps the
 #: Kafka coordinates ``(partition, offset)`` of each record of ``topic`` that was read to its identity
-#: (:func:`schemas.wire.record_id`); a sink answers with the identities it finds, by coordinates or by id.
-Stored = Callable[["SinkConfig", str, dict[tuple[int, int], str]], set[str]]
+#: (:func:`schemas.wire.record_id`); a sink answers with the identities it finds, by coordinates or by id, or
+#: ``None`` when the sink is evidently not in use here (its store was never created): the reconciliation then
+#: leaves its column out instead of reporting every record as missing.
+Stored = Callable[["SinkConfig", str, dict[tuple[int, int], str]], "set[str] | None"]
 
 
 @dataclass(frozen=True)

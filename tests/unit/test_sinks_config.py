@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,13 @@ def test_the_registry_names_each_sink_s_stage_and_its_metrics_accept_it() -> Non
         metrics.count(stage, "ns", "isvc")
     with pytest.raises(ValueError):
         metrics.count("no-such-stage", "ns", "isvc")
+
+
+def test_the_reconciliation_leaves_out_an_iceberg_sink_that_is_not_deployed(tmp_path: Path) -> None:
+    """No catalog file: the sink never ran here. Its column is left out (None), and looking creates nothing."""
+    from sinks.iceberg import IcebergSinkConfig, stored
+
+    catalog = tmp_path / "nowhere" / "catalog.db"
+    cfg = config.load(IcebergSinkConfig, env={"INFERLOG_ICEBERG_CATALOG_URI": f"sqlite:///{catalog}"})
+    assert stored(cfg, cfg.topic_records, {(0, 1): "ns/isvc/predictor/id"}) is None
+    assert not catalog.parent.exists()
