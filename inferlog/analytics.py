@@ -23,12 +23,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import core.s3
 from core.config import CommonConfig, load
 from inferlog.scan import ScanRange, parse_time_ms, scan
 from schemas import AvroSerde
 from schemas.wire import tick_time_us
-from sinks.s3 import S3SinkConfig
+from sinks.s3 import S3SinkConfig, archive_dataset, archive_prefix
 
 
 def _config(cfg: CommonConfig | None) -> CommonConfig:
@@ -117,15 +116,9 @@ def read_archive(
 
     cfg = _config(cfg)
     if prefix is None:
-        s3_prefix = cfg.s3_prefix if isinstance(cfg, S3SinkConfig) else load(S3SinkConfig).s3_prefix
-        prefix = f"{s3_prefix.strip('/')}/{cfg.topic_records}"
-    dataset = ds.dataset(
-        f"{cfg.s3_bucket}/{prefix.strip('/')}",
-        filesystem=core.s3.arrow_filesystem(cfg),
-        format="parquet",
-        partitioning="hive",
-        exclude_invalid_files=True,
-    )
+        sink_cfg = cfg if isinstance(cfg, S3SinkConfig) else load(S3SinkConfig)
+        prefix = archive_prefix(sink_cfg, cfg.topic_records)
+    dataset = archive_dataset(cfg, prefix)
     expr = None
     for col, value in (("namespace", namespace), ("isvc", isvc), ("date", date)):
         if value is not None:

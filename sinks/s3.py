@@ -24,7 +24,7 @@ import orjson
 import pyarrow.parquet as pq
 
 import core.s3
-from core.config import ConfigError, env_name, setting
+from core.config import CommonConfig, ConfigError, env_name, setting
 from schemas import load_schema
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
@@ -211,25 +211,29 @@ class S3Sink(Sink):
             raise WriteError(f"upload s3://{bucket}/{obj.key}: {exc}", retriable=classify_s3_error(exc)) from exc
 
 
-def read_archive_table(cfg: S3SinkConfig, topic: str, columns: list[str] | None = None, filter: Any = None) -> Any:
-    """The Parquet table of ``topic`` under ``s3://<bucket>/<s3_prefix>/<topic>/`` as a ``pyarrow.Table`` (Hive
-    partitions become the columns ``namespace``, ``isvc``, ``date``, ``hour``)."""
+def archive_dataset(cfg: CommonConfig, prefix: str) -> Any:
+    """The Parquet objects under ``s3://<bucket>/<prefix>/`` as a ``pyarrow.dataset`` with Hive partitions (the
+    columns ``namespace``, ``isvc``, ``date``, ``hour``)."""
     import pyarrow.dataset as ds
 
-    dataset = ds.dataset(
-        f"{cfg.s3_bucket}/{cfg.s3_prefix.strip('/')}/{topic}",
+    return ds.dataset(
+        f"{cfg.s3_bucket}/{prefix.strip('/')}",
         filesystem=core.s3.arrow_filesystem(cfg),
         format="parquet",
         partitioning="hive",
         exclude_invalid_files=True,
     )
-    return dataset.to_table(columns=columns, filter=filter)
+
+
+def archive_prefix(cfg: S3SinkConfig, topic: str) -> str:
+    """Where the table of ``topic`` lives in the bucket: ``<s3_prefix>/<topic>``."""
+    return f"{cfg.s3_prefix.strip('/')}/{topic}"
 
 
 def stored(cfg: SinkConfig, topic: str, record_at: dict[tuple[int, int], str]) -> set[str]:
     """The records of ``record_at`` found in the archive, matched by their Kafka coordinates."""
     assert isinstance(cfg, S3SinkConfig)
-    table = read_archive_table(cfg, topic, ["kafka_partition", "kafka_offset"])
+    table = archive_dataset(cfg, archive_prefix(cfg, topic)).to_table(columns=["kafka_partition", "kafka_offset"])
     coords = zip(table.column("kafka_partition").to_pylist(), table.column("kafka_offset").to_pylist(), strict=True)
     return {record_at[at] for at in coords if at in record_at}
 
