@@ -5,6 +5,7 @@ unique topic, bucket and index names."""
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -36,3 +37,14 @@ def stack() -> Iterator[CommonConfig]:
 def unique() -> str:
     """A short unique suffix for per-test topics, buckets, indices and consumer groups."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts; whatever is still running at the end is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)

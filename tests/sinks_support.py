@@ -25,6 +25,7 @@ from core.topics import TopicSpec, ensure_topics
 from schemas import AvroSerde
 from schemas.wire import TICK_HEADER
 from sinks.config import SinkConfig
+from sinks.framework import Sink, SinkRunner, run_until
 
 C = TypeVar("C", bound=SinkConfig)
 
@@ -334,3 +335,22 @@ def kill_loop(
     proc.terminate()
     assert proc.wait(30) == 0, log_path.read_text()[-3000:]
     assert mid_flow >= 2  # most kills hit the sink with work in flight
+
+
+def run_caught_up(cfg: SinkConfig, sink: Sink, *, timeout_s: float = 60, join_s: float = 60) -> SinkRunner:
+    """Run ``sink`` in a thread until its group has committed everything, then stop it; the runner's errors fail."""
+    runner = SinkRunner(cfg, sink)
+    stop, errors = threading.Event(), []
+    thread = run_until(runner, stop, errors.append)
+    try:
+        wait_until(
+            lambda: bool(errors) or group_caught_up(cfg, runner.group, cfg.topics()),
+            timeout_s=timeout_s,
+            interval_s=0.5,
+            what="sink caught up",
+        )
+    finally:
+        stop.set()
+        thread.join(join_s)
+    assert not errors, errors
+    return runner

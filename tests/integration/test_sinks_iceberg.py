@@ -15,7 +15,6 @@ import pyarrow as pa
 import pytest
 
 from core.config import CommonConfig
-from core.retry import wait_until
 from schemas.columns import arrow_schema
 from sinks.framework import SinkRunner, run_until
 from sinks.iceberg import IcebergSink, IcebergSinkConfig, ensure_table, load_catalog, load_table, table_offsets
@@ -24,12 +23,12 @@ from tests.sinks_support import (
     HOUR_US,
     T0_US,
     create_topics,
-    group_caught_up,
     kill_loop,
     make_failure,
     make_record,
     produce,
     produce_ticks,
+    run_caught_up,
     sink_config,
 )
 
@@ -58,22 +57,7 @@ def cfg(stack: CommonConfig, unique: str, tmp_path: Path) -> Iterator[IcebergSin
 
 
 def run_in_thread(cfg: IcebergSinkConfig, sink: IcebergSink | None = None, *, timeout_s: float = 90) -> SinkRunner:
-    """Run the sink until its group has committed everything, then stop it."""
-    runner = SinkRunner(cfg, sink or IcebergSink(cfg))
-    stop, errors = threading.Event(), []
-    thread = run_until(runner, stop, errors.append)
-    try:
-        wait_until(
-            lambda: bool(errors) or group_caught_up(cfg, runner.group, cfg.topics()),
-            timeout_s=timeout_s,
-            interval_s=0.5,
-            what="sink caught up",
-        )
-    finally:
-        stop.set()
-        thread.join(60)
-    assert not errors, errors
-    return runner
+    return run_caught_up(cfg, sink or IcebergSink(cfg), timeout_s=timeout_s)
 
 
 def rows(cfg: IcebergSinkConfig, topic: str, **scan: Any) -> pa.Table:
@@ -191,16 +175,6 @@ def test_a_new_schema_field_becomes_a_new_nullable_column(cfg: IcebergSinkConfig
     produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)
     run_in_thread(dataclasses.replace(cfg, sink_topics=cfg.topic_records))
     assert rows(cfg, cfg.topic_records).column("error").to_pylist() == ["boom"] * 20
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
 
 
 @pytest.mark.slow

@@ -17,12 +17,12 @@ from core.config import CommonConfig
 from core.retry import wait_until
 from sinks.framework import SinkRunner, run_until
 from sinks.opensearch import OpenSearchSink, OpenSearchSinkConfig
-from tests.integration.test_sinks_s3 import kill_loop, procs  # noqa: F401 - fixture
 from tests.sinks_support import (
     T0_US,
     TcpProxy,
     create_topics,
     group_caught_up,
+    kill_loop,
     make_failure,
     make_record,
     produce,
@@ -168,7 +168,7 @@ def test_outage_pauses_the_sink_then_it_catches_up_with_nothing_lost(cfg: OpenSe
 
 def test_kill9_during_flow_leaves_every_key_indexed_exactly_once(
     cfg: OpenSearchSinkConfig,
-    procs: list[subprocess.Popen[bytes]],  # noqa: F811 - the fixture
+    procs: list[subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
     cfg = dataclasses.replace(cfg, sink_instance_id="w1", sink_topics=cfg.topic_records)

@@ -15,19 +15,18 @@ from typing import Any
 import pytest
 
 from core.config import CommonConfig
-from core.retry import wait_until
 from sinks.framework import SinkRunner, run_until
 from sinks.s3 import S3Sink, S3SinkConfig, make_client
 from tests.sinks_support import (
     T0_US,
     create_topics,
-    group_caught_up,
     kill_loop,
     make_failure,
     make_record,
     produce,
     produce_ticks,
     read_all,
+    run_caught_up,
     sink_config,
 )
 
@@ -51,22 +50,7 @@ def cfg(stack: CommonConfig, unique: str) -> Iterator[S3SinkConfig]:
 
 
 def run_in_thread(cfg: S3SinkConfig, *, timeout_s: float = 60) -> SinkRunner:
-    """Run the sink until its group has committed everything, then stop it."""
-    runner = SinkRunner(cfg, S3Sink(cfg))
-    stop, errors = threading.Event(), []
-    thread = run_until(runner, stop, errors.append)
-    try:
-        wait_until(
-            lambda: bool(errors) or group_caught_up(cfg, runner.group, cfg.topics()),
-            timeout_s=timeout_s,
-            interval_s=0.5,
-            what="sink caught up",
-        )
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not errors, errors
-    return runner
+    return run_caught_up(cfg, S3Sink(cfg), timeout_s=timeout_s, join_s=30)
 
 
 def objects(cfg: S3SinkConfig, prefix: str) -> dict[str, str]:
@@ -187,16 +171,6 @@ def test_big_objects_are_uploaded_in_parts(cfg: S3SinkConfig) -> None:
     assert "-" in head["ETag"]  # a multipart upload
     table = read_table(cfg, "big", cfg.topic_records)
     assert table.num_rows == 60
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
 
 
 def test_kill9_during_flow_leaves_every_key_exactly_once(
