@@ -185,6 +185,10 @@ class Sink(abc.ABC):
     raw_timestamps: bool = False
     #: For a sink without deterministic cuts: write a batch once it is this many wall-clock seconds old.
     linger_s: float | None = None
+    #: At most one write in flight per partition, so a partition's batches reach the store in offset order
+    #: (a store that keeps "everything before offset N is here", as Iceberg snapshots do, needs that; writes of
+    #: different partitions still overlap).
+    ordered_writes: bool = False
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Create clients and check the destination is reachable; raise a typed error if not."""
@@ -516,7 +520,8 @@ class SinkRunner:
         if self.max_in_flight <= 0 or (not batch.records and not part.in_flight):
             self._attempt(tp, batch, 0, inline=True)  # (a batch with nothing to write commits in turn too)
             return
-        while len(self._running) >= self.max_in_flight:  # backpressure: wait for a slot
+        while len(self._running) >= self.max_in_flight or (self.sink.ordered_writes and part.in_flight):
+            # backpressure: wait for a slot (or, for ordered writes, for this partition's write before it)
             wait(set(self._running), return_when=FIRST_COMPLETED)
             self._reap()
             if part.pending is not None:  # an earlier batch of this partition failed meanwhile: this one is re-read

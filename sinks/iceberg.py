@@ -202,6 +202,7 @@ class IcebergSink(Sink):
     kind = "iceberg"
     stage = "tabled"
     deterministic_cuts = True  # large batches, as the archive's: each commit has a fixed cost
+    ordered_writes = True  # the snapshot offsets say "all before N": a later batch must not land first
     raw_timestamps = True  # Arrow takes int microseconds for timestamp columns
 
     def __init__(self, cfg: IcebergSinkConfig) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from core.retry import wait_until
 from schemas.serde import SchemaError
 from schemas.wire import TICK_HEADER
 from sinks.config import SinkConfig
@@ -472,3 +473,39 @@ def test_records_the_store_already_holds_are_skipped_not_written_again() -> None
     feed(r, [rec(i) for i in range(5, 8)] + [rec(i, partition=1) for i in range(1, 3)])
     assert sorted(sink.written) == [(0, [5, 6, 7]), (1, [0, 1, 2])]  # partition 1: the store holds none of it
     assert r.partition((TOPIC, 0)).resume_at is None
+
+
+class OrderedProbe(GatedSink):
+    """Records, as each write starts, which writes have already finished."""
+
+    ordered_writes = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[tuple[int, set[int]]] = []
+        self.finished: set[int] = set()
+
+    def write(self, batch: Batch) -> list[Rejected]:
+        first = batch.items[0].offset
+        with self.lock:
+            self.started.append((first, set(self.finished)))
+        out = super().write(batch)
+        with self.lock:
+            self.finished.add(first)
+        return out
+
+
+def test_ordered_writes_keep_one_write_per_partition_in_flight() -> None:
+    """A store that records "everything before offset N" (Iceberg) must get a partition's batches in order: the
+    next batch of a partition is written only once the one before it is."""
+    sink = OrderedProbe()
+    r, c, _ = runner(sink)
+    consumer = threading.Thread(target=handle, args=(r, [rec(i) for i in range(6)]))
+    consumer.start()  # cuts [0..2] and [3..5]
+    wait_until(lambda: [f for f, _ in sink.started] == [0], timeout_s=10, what="first write started")
+    sink.gate(3).set()  # the second batch could be written at once, if it had been submitted
+    sink.gate(0).set()
+    consumer.join(10)
+    r._drain()
+    assert sink.started == [(0, set()), (3, {0})]  # the second started after the first had finished
+    assert sink.batches == [[0, 1, 2], [3, 4, 5]] and c.commits == [(0, 3), (0, 6)]
