@@ -20,7 +20,14 @@ class IngestConfig(CommonConfig):
     spool_dir: str = setting("/var/tmp/inferlog-spool", "Directory of the durable local spool")
     spool_max_bytes: int = setting(1 << 30, "Spool capacity in bytes; beyond it the ingest answers 503 + Retry-After")
     spool_segment_bytes: int = setting(16 << 20, "Size at which the spool starts a new segment file")
-    produce_timeout_s: float = setting(3.0, "Bound on Kafka's delivery report; past it the event is spooled instead")
+    produce_timeout_s: float = setting(
+        3.0, "How long a request waits for Kafka's delivery report; past it the event is spooled and answered"
+    )
+    delivery_timeout_s: float = setting(
+        300.0,
+        "librdkafka message.timeout.ms: how long the producer keeps retrying a record it holds (one spooled after"
+        " produce_timeout_s included) before the spool drain takes it over",
+    )
     drain_batch: int = setting(500, "Spool records produced per drain round (in order)")
     retry_after_s: int = setting(5, "Retry-After seconds sent with a 503")
     max_body_bytes: int = setting(32 << 20, "Largest accepted request body; larger gets 413")
@@ -52,6 +59,8 @@ class IngestConfig(CommonConfig):
                 raise ConfigError(f"{env_name(name)} must be >= 1")
         if self.produce_timeout_s <= 0:
             raise ConfigError(f"{env_name('produce_timeout_s')} must be > 0")
+        if self.delivery_timeout_s < self.produce_timeout_s:
+            raise ConfigError(f"{env_name('delivery_timeout_s')} must be >= {env_name('produce_timeout_s')}")
         if self.claimcheck_threshold_bytes < 0 or self.claimcheck_threshold_bytes > KAFKA_VALUE_LIMIT:
             raise ConfigError(f"{env_name('claimcheck_threshold_bytes')} must be within 0..{KAFKA_VALUE_LIMIT}")
         if self.claimcheck_threshold_bytes == 0 and self.max_body_bytes > KAFKA_VALUE_LIMIT:

@@ -6,10 +6,11 @@ reports it served to the event loop with one ``loop.call_soon_threadsafe``, whic
 There is no per-request flush. (Polling from a task on the event loop instead was measured: 3x slower, since a busy
 loop polls late.)
 
-``message.timeout.ms`` is the ingest's bound on Kafka (``produce_timeout_s``): a record not acknowledged
-within it fails (librdkafka did not persist it) and the caller spools it instead. Broker-wide trouble
+``message.timeout.ms`` is ``delivery_timeout_s``, long on purpose: a request waits only ``produce_timeout_s``
+for its report and is then spooled (see :mod:`ingest.service`), while librdkafka goes on retrying the record,
+idempotently, so that one already sent when the broker went away is written once. Broker-wide trouble
 reported by librdkafka (all brokers down) flips :attr:`EventProducer.up` to ``False`` so that new events go
-straight to the spool instead of waiting out the bound.
+straight to the spool instead of waiting out ``produce_timeout_s``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class EventProducer:
             cfg,
             **{
                 "linger.ms": cfg.linger_ms,
-                "message.timeout.ms": int(cfg.produce_timeout_s * 1000),
+                "message.timeout.ms": int(cfg.delivery_timeout_s * 1000),
                 "socket.connection.setup.timeout.ms": max(1000, int(cfg.produce_timeout_s * 1000)),
                 "reconnect.backoff.max.ms": 1000,
                 "queue.buffering.max.kbytes": 512 * 1024,

@@ -3,13 +3,23 @@
 
 While the spool holds anything, new events are appended to it too (an fsync, so still a fast 202), which
 keeps the arrival order for the drain; when the drain empties the spool, events go straight to Kafka again.
+
+**Handed-over records.** An event whose delivery report has not come within ``produce_timeout_s`` is spooled and
+answered, but it stays in librdkafka, which keeps retrying it (idempotently) for up to ``delivery_timeout_s``.
+Failing it there instead would not take it back: a record already sent when the broker went away may have been
+written, and the drain would then write it a second time. So the drain waits until librdkafka has settled every
+handed-over record, and skips the spooled copy of each one it delivered. The events topic then holds each
+acknowledged event once, unless the ingest dies (or Kafka stays away beyond ``delivery_timeout_s``) while a
+record is in both places; a redelivered event is dropped by the join's deduplication in that case.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -56,6 +66,10 @@ class Ingest:
         self._tally_task: asyncio.Task[None] | None = None
         self._stop_drain = asyncio.Event()
         self._ahead: set[Position] = set()  # spool records already in Kafka beyond the committed cursor
+        self._handed_over = 0  # spooled records whose delivery librdkafka has not settled yet
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._landed: Counter[Record] = Counter()  # spooled records librdkafka delivered after all
         metrics.SPOOL_CAPACITY.set(cfg.spool_max_bytes)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -112,19 +126,54 @@ class Ingest:
         if spool or self.spooling:
             await self._to_spool([to_record(ev) for ev in events])
             return "spool"
-        # librdkafka reports every record within message.timeout.ms (= produce_timeout_s): no timer of our own.
-        if len(events) == 1:  # what KServe sends: one event per request
-            ev = events[0]
-            record = to_record(ev)
-            try:
-                await self.producer.produce(record)
-            except ProduceFailed as failed:
-                return await self._settle([record], [failed])
-            metrics.TALLY.add("produced", ev.namespace, ev.isvc)
-            return "kafka"
         records = [to_record(ev) for ev in events]
-        results = await asyncio.gather(*(self.producer.produce(r) for r in records), return_exceptions=True)
-        return await self._settle(records, results)
+        futures = [self.producer.produce(r) for r in records]
+        _, late = await asyncio.wait(futures, timeout=self.cfg.produce_timeout_s)
+        if not late and len(records) == 1 and futures[0].exception() is None:  # KServe sends one per request
+            self._count("produced", records[0])
+            return "kafka"
+        handed = [(r, f) for r, f in zip(records, futures, strict=True) if f in late]
+        settled = [(r, f.exception() or f.result()) for r, f in zip(records, futures, strict=True) if f not in late]
+        where = await self._settle([r for r, _ in settled], [res for _, res in settled])
+        if handed:
+            self.producer.mark_down()
+            await self._hand_over(handed)
+            return "spool"
+        return where
+
+    async def _hand_over(self, handed: list[tuple[Record, asyncio.Future[Any]]]) -> None:
+        """Spool records librdkafka has not delivered in time, and remember which of them it delivers later.
+
+        The hand-over counts as unsettled until the spool append is done too, so that the drain never reads
+        a spooled copy before it knows whether librdkafka delivered the original."""
+        spooled: bool | None = None  # None while the append is in progress
+        early: list[Record] = []  # delivered before the append finished
+        self._handed_over += len(handed) + 1
+        self._settled.clear()
+
+        def settle_one() -> None:
+            self._handed_over -= 1
+            if self._handed_over == 0:
+                self._settled.set()
+
+        def delivered(record: Record, fut: asyncio.Future[Any]) -> None:
+            if not fut.cancelled() and fut.exception() is None:
+                if spooled is None:
+                    early.append(record)
+                elif spooled:
+                    self._landed[record] += 1
+            settle_one()
+
+        for record, fut in handed:
+            fut.add_done_callback(functools.partial(delivered, record))
+        try:
+            await self._to_spool([r for r, _ in handed])
+            spooled = True
+            self._landed.update(early)
+        finally:
+            if spooled is None:
+                spooled = False  # not in the spool (full): a late delivery has nothing to cancel
+            settle_one()
 
     async def _settle(self, records: list[Record], results: Sequence[Any]) -> str:
         """Count what Kafka took, dead-letter what it refused for good, spool what it may take later."""
@@ -196,14 +245,29 @@ class Ingest:
     async def _drain_round(self) -> bool:
         """Produce the next batch of spooled records in order; commit the delivered prefix.
         Returns True when everything in the batch was delivered."""
+        if not self._settled.is_set():  # librdkafka may still deliver some spooled records itself
+            stopper = asyncio.ensure_future(self._stop_drain.wait())
+            settled = asyncio.ensure_future(self._settled.wait())
+            await asyncio.wait({stopper, settled}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            settled.cancel()
+            if not self._settled.is_set():
+                return False
         batch = await self.spool.read(self.cfg.drain_batch)
         if not batch:
             await self.spool.wait_written()  # appends in progress are not readable yet
             return True
         todo: list[tuple[Position, Record]] = []
         stalled = False
+        landed: set[Position] = set()
         for i, (pos, rec) in enumerate(batch):
             if pos in self._ahead:
+                continue
+            if self._landed[rec]:  # delivered by librdkafka after it was handed over
+                self._landed[rec] -= 1
+                if not self._landed[rec]:
+                    del self._landed[rec]
+                landed.add(pos)
                 continue
             if self.claimcheck is not None and self.claimcheck.needed_record(rec):
                 try:  # spooled unclaimed because object storage was away: claim-check it now
@@ -231,7 +295,7 @@ class Ingest:
             if isinstance(res, BaseException):
                 all_ok = False
                 continue
-            if pos in futures:
+            if pos in futures or pos in landed:
                 self._count("produced", rec)
             if all_ok:
                 committed = pos
