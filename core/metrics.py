@@ -11,6 +11,7 @@ produced           ingest's event acknowledged by Kafka (directly or on spool dr
 spooled            ingest's event fsynced to the local spool because Kafka was away or slow
 paired             streams emitted a complete record (request + response)
 orphaned           streams emitted a request-only or response-only record after the pair timeout
+corrected          streams emitted a complete record superseding an orphaned one (its partner came late)
 dead_lettered      any stage routed the input to the dead-letter topic
 =================  ===========================================================================
 
@@ -33,6 +34,7 @@ STAGES: dict[str, str] = {
     "produced": "ingest's event acknowledged by Kafka",
     "spooled": "ingest's event fsynced to the local spool",
     "paired": "streams emitted a complete record",
+    "corrected": "streams emitted a complete record superseding an orphaned one (its partner came late)",
     "orphaned": "streams emitted a request-only or response-only record",
     "dead_lettered": "any stage routed the input to the dead-letter topic",
 }

@@ -10,6 +10,11 @@ For each model (namespace/isvc) the counts must balance::
 - *paired* / *request_only* (the failed requests: KServe logs no non-200 response) / *response_only*:
   records in ``inferlog.records`` by status;
 - *pending*: events whose pair is still open (within the pair timeout), so no record yet;
+- a record is counted once, by its latest revision: a one-sided record superseded by a late partner (revision 2,
+  same identity) counts as one *paired* record (its two events), and also in *corrected*;
+- *failures*: failure signals in force: those sent, less the ones retracted by a correction;
+- *tokens* (prompt / completion): the sums of ``llm_prompt_tokens`` / ``llm_completion_tokens`` over the records
+  that carry them (LLM models, :mod:`streams.llm`);
 - *dead_lettered*: events routed to ``inferlog.deadletter``;
 - one column per registered sink (:mod:`sinks.registry`), named by its stage: *archived* (distinct records in
   the Parquet archive), *indexed* (documents in OpenSearch), *tabled* (rows in the Iceberg tables). Each should
@@ -53,6 +58,9 @@ class ModelCounts:
     pending: int = 0
     dead_lettered: int = 0
     failures: int = 0
+    corrected: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     duplicate_records: int = 0
     #: records found in each sink's store, by the sink's stage (``archived``, ``indexed``, ...)
     stored: dict[str, int] = field(default_factory=dict)
@@ -161,7 +169,8 @@ def reconcile(
 
     # A record's identity (schemas.wire.record_id): the join key, or ``<join key>#<n>`` for the n-th record of
     # a reused id; the archive is matched by the records' Kafka coordinates.
-    record_ids: set[str] = set()
+    revisions: set[tuple[str, int]] = set()
+    latest: dict[str, tuple[int, dict[str, Any]]] = {}  # record id -> (revision, record)
     joined_keys: set[str] = set()
     record_at: dict[tuple[int, int], str] = {}
     serde = AvroSerde.for_topic(
@@ -177,14 +186,18 @@ def reconcile(
         if namespace and rec["namespace"] != namespace:
             continue
         rid = record_id(rec["join_key"], msg.headers)
-        if rid in record_ids:
+        revision = int(rec.get("revision") or 1)
+        if (rid, revision) in revisions:
             out.model(rec["namespace"], rec["isvc"]).duplicate_records += 1
             continue
         if rec["join_key"] not in event_keys:
             continue  # outside the scanned range of events
-        record_ids.add(rid)
+        revisions.add((rid, revision))
         joined_keys.add(rec["join_key"])
         record_at[(msg.partition, msg.offset)] = rid
+        if rid not in latest or revision > latest[rid][0]:
+            latest[rid] = (revision, rec)
+    for revision, rec in latest.values():
         c = out.model(rec["namespace"], rec["isvc"])
         status = rec["status"]
         if status == "complete":
@@ -193,6 +206,9 @@ def reconcile(
             c.request_only += 1
         elif status == "response_only":
             c.response_only += 1
+        c.corrected += revision > 1
+        c.prompt_tokens += rec.get("llm_prompt_tokens") or 0
+        c.completion_tokens += rec.get("llm_completion_tokens") or 0
 
     fserde = AvroSerde.for_topic(
         cfg.registry_url, cfg.topic_failures, "failure_signal", registry_auth=cfg.registry_auth
@@ -202,7 +218,7 @@ def reconcile(
             continue
         rec = fserde.decode(msg.value)
         if not namespace or rec["namespace"] == namespace:
-            out.model(rec["namespace"], rec["isvc"]).failures += 1
+            out.model(rec["namespace"], rec["isvc"]).failures += -1 if rec["kind"] == "retraction" else 1
 
     for key, n in event_keys.items():
         if key not in joined_keys:
@@ -241,11 +257,15 @@ COLUMNS = (
     ("response_only", "resp-only"),
     ("pending", "pending"),
     ("dead_lettered", "dead-letter"),
+    ("corrected", "corrected"),
 )
+#: shown when some model's records carry token counts
+TOKEN_COLUMNS = (("prompt_tokens", "prompt tok"), ("completion_tokens", "compl tok"))
 
 
 def render_table(rec: Reconciliation) -> str:
-    columns = [*COLUMNS, *((stage, stage) for stage in rec.stages), ("unaccounted", "unaccounted")]
+    tokens = TOKEN_COLUMNS if any(c.prompt_tokens or c.completion_tokens for c in rec.models.values()) else ()
+    columns = [*COLUMNS, *((stage, stage) for stage in rec.stages), *tokens, ("unaccounted", "unaccounted")]
     head = ["model"] + [title for _, title in columns]
     rows = []
     total = ModelCounts()
@@ -269,7 +289,8 @@ def render_table(rec: Reconciliation) -> str:
     out.append("")
     out.append(
         f"events = dup + dead-letter + 2*paired + req-only + resp-only + pending; {' and '.join(rec.stages)} "
-        "should equal paired + req-only + resp-only once the sinks have flushed."
+        "should equal paired + req-only + resp-only once the sinks have flushed. A record counts once, by its "
+        "latest revision: a one-sided record whose partner came late is counted as paired (and as corrected)."
     )
     for stage, error in rec.errors.items():
         out.append(f"{stage}: store not read: {error}")

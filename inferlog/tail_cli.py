@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "tail",
         help="follow joined records (or failure signals) as a table or JSON lines",
         description="Read inferlog.records (or inferlog.failures with --failures), decode the Avro values and "
-        "print them. By default starts 15 minutes back and follows; --no-follow stops at the end.",
+        "print them. By default starts 15 minutes back and follows; --no-follow stops at the end and then prints "
+        "only the latest revision of each record (a request_only record whose response came after the pair "
+        "timeout is superseded by a complete one, revision 2). While following, each revision is printed as it "
+        "comes; a revision 2 is marked 'r2'.",
     )
     p.add_argument("--failures", action="store_true", help="read inferlog.failures instead of inferlog.records")
     p.add_argument("--since", default="15m", help="start time: 15m, 2h, 1d, epoch ms or ISO-8601 (default 15m)")
@@ -31,6 +34,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--id", dest="ids", action="append", help="only this join key (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON lines (bodies as text when UTF-8)")
     p.add_argument("--limit", type=int, default=0, help="stop after this many records (0 = no limit)")
+    p.add_argument(
+        "--all-revisions",
+        action="store_true",
+        help="with --no-follow: print every revision, not only the latest of each record",
+    )
     config.add_flags(p, CommonConfig)
     p.set_defaults(handler=run)
 
@@ -60,9 +68,14 @@ def format_row(rec: dict[str, Any], failures: bool) -> str:
     resp = rec.get("response") or {}
     sizes = f"{req.get('size', '-')}/{resp.get('size', '-')}B"
     return (
-        f"{when}  {rec['status']:<13} {model:<32} {rec['protocol']:<7} {latency:>10} {sizes:>14}  "
+        f"{when}  {_status(rec):<16} {model:<32} {rec['protocol']:<7} {latency:>10} {sizes:>14}  "
         f"{rec.get('model_name') or '-'}  {rec['ce_id']}"
     )
+
+
+def _status(rec: dict[str, Any]) -> str:
+    revision = rec.get("revision") or 1
+    return str(rec["status"]) if revision == 1 else f"{rec['status']} r{revision}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         isvc=args.isvc,
         status=args.status,
         keys=args.ids,
+        latest=not args.follow and not args.failures and not args.all_revisions,
     )
     for n, rec in enumerate(records, start=1):
         if args.json:

@@ -198,15 +198,21 @@ class Emitter:
                     o.response,
                     detected_us=o.detected_us,
                     model_metadata=self.meta.get(ev.namespace, ev.isvc),
+                    ordinal=o.ordinal,
+                    retracts=o.retracts,
                 )
-                metrics.count("paired", ev.namespace, ev.isvc)
+                metrics.count("paired" if o.retracts is None else "corrected", ev.namespace, ev.isvc)
                 part = partition
             else:
                 assert isinstance(o, Orphan)
                 ev = o.side.event
                 req, resp = (o.side, None) if o.side.is_request else (None, o.side)
                 built = enrich.build(
-                    req, resp, detected_us=o.detected_us, model_metadata=self.meta.get(ev.namespace, ev.isvc)
+                    req,
+                    resp,
+                    detected_us=o.detected_us,
+                    model_metadata=self.meta.get(ev.namespace, ev.isvc),
+                    ordinal=o.ordinal,
                 )
                 metrics.count("orphaned", ev.namespace, ev.isvc)
                 part = o.side.partition
@@ -291,6 +297,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
         pair_timeout_us=int(cfg.pair_timeout_s * 1e6),
         done_retention_us=int(cfg.done_retention_s * 1e6),
         tick_interval_us=int(cfg.tick_interval_s * 1e6),
+        late_window_us=int(cfg.late_window_s * 1e6),
         timeout_for=PairTimeouts(
             default_us=int(cfg.pair_timeout_s * 1e6),
             llm_default_us=int(cfg.llm_pair_timeout_s * 1e6),

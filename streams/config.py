@@ -39,6 +39,14 @@ class StreamsConfig(CommonConfig):
         "2,000 pairs/s), and a restarted or rebalanced worker scans them once; a duplicate older than this is "
         "joined again. Purging costs one changelog delete per pair, batched at the barrier",
     )
+    late_window_s: float = setting(
+        900.0,
+        "Event-time seconds after a one-sided record's deadline during which a late partner corrects it (a "
+        "complete record of revision 2 with the same identity, and a retraction of its failure signal) instead "
+        "of making a second one-sided record; capped by done_retention_s, 0 disables it. Memory: the expired side "
+        "keeps its body in the join table that long, about (one-sided records/s) x late_window_s x body size "
+        "(e.g. 2 failed requests/s x 900 s x 8 KiB = ~14 MiB)",
+    )
     tick_interval_s: float = setting(
         60.0, "A tick is written to records/failures when a partition's watermark enters a new bucket of this size"
     )
@@ -89,6 +97,8 @@ class StreamsConfig(CommonConfig):
                 raise ConfigError(f"{env_name(name)} must be > 0")
         if self.done_retention_s < 0:
             raise ConfigError(f"{env_name('done_retention_s')} must be >= 0")
+        if self.late_window_s < 0:
+            raise ConfigError(f"{env_name('late_window_s')} must be >= 0")
         if self.standby_replicas < 0:
             raise ConfigError(f"{env_name('standby_replicas')} must be >= 0")
         if not 0 <= self.metrics_port < 65536:

@@ -354,12 +354,17 @@ def build(
     *,
     detected_us: int,
     model_metadata: Mapping[str, str] | None = None,
+    ordinal: int = 1,
+    retracts: str | None = None,
 ) -> Built:
     """The record of one inference (``request`` and/or ``response``) and its failure signals.
 
     ``status`` is ``complete`` with both sides, else ``request_only`` / ``response_only``. ``detected_us`` is the
     event time at which the record was decided (for a pair the later side's time; for an expired side its
-    deadline), used as ``detected_time`` of failure signals. Pure: equal inputs give equal dicts.
+    deadline), used as ``detected_time`` of failure signals. ``ordinal`` is the record's number among those of
+    its join key. ``retracts`` makes revision 2 of a pair whose side came after the pair timeout: it supersedes
+    the one-sided record, and its signals are a ``retraction`` of ``retracts`` plus those of the late side
+    alone (the early side's were sent with the one-sided record). Pure: equal inputs give equal dicts.
     """
     first = request or response
     if first is None:
@@ -427,9 +432,11 @@ def build(
         "llm_prompt_tokens": answered.prompt_tokens,
         "llm_completion_tokens": answered.completion_tokens,
         "llm_total_tokens": answered.total_tokens,
+        "ordinal": ordinal,
+        "revision": 1 if retracts is None else 2,
     }
 
-    def failure(kind: str, reason: str, side: Side) -> dict[str, Any]:
+    def failure(kind: str, reason: str, side: Side, withdrawn: str | None = None) -> dict[str, Any]:
         return {
             "join_key": ev.join_key,
             "ce_id": ev.id,
@@ -449,18 +456,26 @@ def build(
             "annotations": annotations,
             "partition": side.partition,
             "offset": side.offset,
+            "ordinal": ordinal,
+            "retracts": withdrawn,
         }
 
     failures = []
+    late = None
+    if retracts is not None and request and response:
+        late = response if retracts == "response_missing" else request
+        failures.append(
+            failure("retraction", f"the {late.event.type} came after the pair timeout: no {retracts}", late, retracts)
+        )
     if request and not response:
         failures.append(
             failure("response_missing", "no response event within the pair timeout (non-200 answer?)", request)
         )
     if response and not request:
         failures.append(failure("request_missing", "no request event within the pair timeout", response))
-    if response and resp_info and resp_info.error:
+    if response and resp_info and resp_info.error and late in (None, response):
         failures.append(failure("error_response", resp_info.error, response))
     for side, info in ((request, req_info), (response, resp_info)):
-        if side and info and info.unparseable:
+        if side and info and info.unparseable and late in (None, side):
             failures.append(failure("unparseable_body", info.unparseable, side))
     return Built(record, failures)

@@ -29,7 +29,13 @@ Rules (all decisions are functions of the input events in partition order, never
   stored with it (``"d"``) and never recomputed.
 - **Expiry.** A pending side expires when ``W >= time + pair_timeout``: it is emitted alone
   (``request_only`` / ``response_only``) with ``detected_time = time + pair_timeout`` (its deadline, hence
-  independent of *when* it was noticed) and becomes *done*. Expiries are emitted in (deadline, key) order
+  independent of *when* it was noticed) and becomes *done*. It is also kept, body included, as *expired* until
+  ``W >= deadline + late_window``.
+- **Correction.** A new side without a pending partner pairs with an *expired* side of the other type (chosen as
+  a pending partner would be): it is emitted as a pair with the expired side's ordinal and ``revision`` 2, so
+  that the record supersedes the one-sided record (same identity in the sinks) and its failure signal is
+  retracted, instead of a second one-sided record. After ``late_window`` the body is gone and a late side makes
+  its own record as before. Expiries are emitted in (deadline, key) order
   right after the event that moved ``W`` past them. Done fingerprints are forgotten when
   ``W >= their time + done_retention``.
 - **Idle fallback.** When a partition gets no events for ``idle_timeout`` of wall-clock time and has no backlog
@@ -50,6 +56,7 @@ import heapq
 import struct
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import orjson
 
@@ -75,11 +82,25 @@ class _Pending:
 
 
 @dataclass
+class _Expired:
+    """A side emitted alone, kept until ``until`` so that a late partner can still correct its record."""
+
+    side: Side
+    fp: str
+    ordinal: int
+    until: int
+
+
+_W = TypeVar("_W", _Pending, _Expired)
+
+
+@dataclass
 class Entry:
     partition: int
     pending: list[_Pending] = field(default_factory=list)
     done: dict[str, int] = field(default_factory=dict)  # fingerprint -> forget at (event time, µs)
     emitted: int = 0  # records emitted for this key while it is remembered (the last one's ordinal)
+    expired: list[_Expired] = field(default_factory=list)
 
     def ordinal(self) -> int:
         """The ordinal of the record about to be emitted for this key (counts it)."""
@@ -87,30 +108,26 @@ class Entry:
         return self.emitted
 
     def next_due(self) -> int | None:
-        dues = [p.deadline for p in self.pending] + list(self.done.values())
+        dues = [p.deadline for p in self.pending] + list(self.done.values()) + [x.until for x in self.expired]
         return min(dues) if dues else None
 
     def encode(self) -> bytes:
-        sides = []
-        bodies = []
-        for p in self.pending:
-            ev = p.side.event
-            sides.append(
-                {
-                    "a": ev.attributes(),
-                    "ct": ev.datacontenttype,
-                    "p": p.side.partition,
-                    "o": p.side.offset,
-                    "t": p.side.time_us,
-                    "f": p.fp,
-                    "d": p.deadline,
-                    "n": len(ev.data),
-                }
-            )
+        bodies: list[bytes] = []
+
+        def put(side: Side, **extra: object) -> dict[str, object]:
+            ev = side.event
             bodies.append(ev.data)
-        head_obj: dict[str, object] = {"s": sides, "d": self.done}
+            attrs = {"a": ev.attributes(), "ct": ev.datacontenttype, "p": side.partition, "o": side.offset}
+            return {**attrs, "t": side.time_us, "n": len(ev.data), **extra}
+
+        head_obj: dict[str, object] = {
+            "s": [put(p.side, f=p.fp, d=p.deadline) for p in self.pending],
+            "d": self.done,
+        }
         if self.emitted:
             head_obj["e"] = self.emitted
+        if self.expired:
+            head_obj["x"] = [put(x.side, f=x.fp, r=x.ordinal, u=x.until) for x in self.expired]
         head = orjson.dumps(head_obj)
         return _HEAD.pack(self.partition, len(head)) + head + b"".join(bodies)
 
@@ -120,14 +137,17 @@ class Entry:
             partition, n = _HEAD.unpack_from(raw)
             head = orjson.loads(raw[_HEAD.size : _HEAD.size + n])
             pos = _HEAD.size + n
-            pending = []
-            for s in head["s"]:
+
+            def side(s: dict[str, Any]) -> Side:
+                nonlocal pos
                 data = raw[pos : pos + s["n"]]
                 pos += s["n"]
-                ev = from_attributes(s["a"], data, s["ct"])
-                pending.append(_Pending(Side(ev, s["p"], s["o"], s["t"]), s["f"], s["d"]))
+                return Side(from_attributes(s["a"], data, s["ct"]), s["p"], s["o"], s["t"])
+
+            pending = [_Pending(side(s), s["f"], s["d"]) for s in head["s"]]
+            expired = [_Expired(side(x), x["f"], x["r"], x["u"]) for x in head.get("x", ())]
             done = {str(k): int(v) for k, v in head["d"].items()}
-            return cls(partition, pending, done, int(head.get("e", 0)))
+            return cls(partition, pending, done, int(head.get("e", 0)), expired)
         except Exception as exc:
             raise StateError(f"undecodable join-state entry: {exc}") from exc
 
@@ -142,6 +162,14 @@ class Paired:
     request: Side
     response: Side
     ordinal: int = 1  # the n-th record of this key (> 1: a reused id)
+    #: set when this pair corrects the one-sided record of ``ordinal`` (its partner came late): the failure kind
+    #: that record signalled, which the correction retracts
+    retracts: str | None = None
+
+    @property
+    def revision(self) -> int:
+        """1 for a record's first version; 2 for the pair that supersedes a one-sided record."""
+        return 1 if self.retracts is None else 2
 
     @property
     def detected_us(self) -> int:
@@ -195,9 +223,13 @@ class Joiner:
         done_retention_us: int,
         tick_interval_us: int,
         timeout_for: Callable[[Side], int] | None = None,
+        late_window_us: int = 0,
     ) -> None:
         self.store = store
         self.pair_timeout_us = pair_timeout_us
+        # How long after its deadline an expired side can still be corrected by a late partner; at most
+        # done_retention (its fingerprint must still be remembered to drop duplicates of it).
+        self.late_window_us = min(late_window_us, done_retention_us)
         self.timeout_for = timeout_for  # side -> its pair timeout (µs); None: pair_timeout_us for every side
         self.done_retention_us = done_retention_us
         self.tick_interval_us = tick_interval_us
@@ -277,8 +309,18 @@ class Joiner:
         if fp in entry.done or any(p.fp == fp for p in entry.pending):
             out.append(Duplicate(key, side))
         else:
-            partner = self._partner(entry, side)
-            if partner is None:
+            partner = self._partner(entry.pending, side)
+            late = self._partner(entry.expired, side) if partner is None else None
+            if late is not None:
+                entry.expired.remove(late)
+                req, resp = (side, late.side) if side.is_request else (late.side, side)
+                kind = "request_missing" if side.is_request else "response_missing"
+                pair = Paired(key, req, resp, late.ordinal, retracts=kind)
+                forget_at = pair.detected_us + self.done_retention_us
+                entry.done[fp] = forget_at
+                entry.done[late.fp] = max(entry.done.get(late.fp, 0), forget_at)
+                out.append(pair)
+            elif partner is None:
                 timeout = self.timeout_for(side) if self.timeout_for is not None else self.pair_timeout_us
                 entry.pending.append(_Pending(side, fp, side.time_us + timeout))
             else:
@@ -302,12 +344,12 @@ class Joiner:
         return self._advance(partition, part, base + elapsed_us)
 
     @staticmethod
-    def _partner(entry: Entry, side: Side) -> _Pending | None:
-        others = [p for p in entry.pending if p.side.is_request != side.is_request]
+    def _partner(waiting: list[_W], side: Side) -> _W | None:
+        others = [p for p in waiting if p.side.is_request != side.is_request]
         if not others:
             return None
 
-        def order(p: _Pending) -> tuple[int, int]:
+        def order(p: _W) -> tuple[int, int]:
             return (p.side.time_us, p.side.offset)
 
         if side.is_request:
@@ -332,7 +374,14 @@ class Joiner:
             for p in expired:
                 entry.pending.remove(p)
                 entry.done[p.fp] = p.deadline + self.done_retention_us
-                orphans.append(Orphan(key, p.side, p.deadline, entry.ordinal()))
+                orphan = Orphan(key, p.side, p.deadline, entry.ordinal())
+                orphans.append(orphan)
+                if self.late_window_us > 0:
+                    entry.expired.append(_Expired(p.side, p.fp, orphan.ordinal, p.deadline + self.late_window_us))
+                changed = True
+            kept = [x for x in entry.expired if x.until > to_us]
+            if len(kept) != len(entry.expired):
+                entry.expired = kept
                 changed = True
             for fp, forget_at in list(entry.done.items()):
                 if forget_at <= to_us:

@@ -91,6 +91,8 @@ def make_record(i: int, *, ns: str = "team-a", isvc: str = "iris", t_us: int | N
         "llm_prompt_tokens": None,
         "llm_completion_tokens": None,
         "llm_total_tokens": None,
+        "ordinal": 1,
+        "revision": 1,
     }
     rec.update(extra)
     return rec
@@ -117,6 +119,8 @@ def make_failure(i: int, *, ns: str = "team-a", isvc: str = "iris", kind: str = 
         "annotations": {},
         "partition": 0,
         "offset": i,
+        "ordinal": 1,
+        "retracts": None,
     }
 
 

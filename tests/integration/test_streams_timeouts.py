@@ -1,4 +1,5 @@
-"""The per-model pair timeout (streams/timeouts.py) in the ``inferlog streams`` worker against the real stack."""
+"""Slow models in the ``inferlog streams`` worker against the real stack: the per-model pair timeout
+(streams/timeouts.py), and the correction of a one-sided record by a partner that came after it (streams/join.py)."""
 
 from __future__ import annotations
 
@@ -135,3 +136,86 @@ def test_slow_pairs_within_their_own_timeout_complete_and_replay_identically(sta
 
     assert strip(recs2) == strip(recs)
     assert strip(fails2) == strip(fails)
+
+
+def late_events(cfg: StreamsConfig) -> list[Any]:
+    t = T.BASE_US
+    evs: list[Any] = [
+        T.event("late-plain", "request", t, V1_REQ),  # no annotation: expires after the global 5 s
+        T.event("late-mirrored", "response", t + 1 * S, V1_RESP),  # the response is read first
+        T.event("late-annotated", "request", t, CHAT_REQ, isvc="llm", annotations=ANNOTATED),
+    ]
+    for k in (10, 20, 30):
+        evs += fillers(cfg, t + k * S, str(k))
+    evs += [  # 40 s: past the global timeout, within the late window
+        T.event("late-plain", "response", t + 40 * S, V1_RESP),
+        T.event("late-mirrored", "request", t, V1_REQ),
+        T.event("late-annotated", "response", t + 40 * S, SSE_RESP, isvc="llm", annotations=ANNOTATED),
+    ]
+    return evs + fillers(cfg, t + 3600 * S, "end")
+
+
+def test_a_late_partner_corrects_the_one_sided_record_in_kafka_and_opensearch(stack: CommonConfig, unique: str) -> None:
+    import urllib3
+
+    from sinks.opensearch import OpenSearchSink, OpenSearchSinkConfig
+    from tests.sinks_support import run_caught_up, sink_config
+
+    cfg = T.streams_config(stack, unique, **{**FAST, "done_retention_s": 120.0, "late_window_s": 60.0})
+    T.create_topics(cfg)
+    T.produce(cfg, late_events(cfg))
+    recs, fails = run_worker(cfg, "w")
+
+    by_id: dict[str, list[tuple[str, int, int, bytes | None]]] = defaultdict(list)
+    for rec, msg in zip(
+        decoded(cfg, cfg.topic_records, "inference_record", recs), [r for r in recs if r.key], strict=True
+    ):
+        by_id[rec["ce_id"]].append(
+            (rec["status"], rec["ordinal"], rec["revision"], msg.headers.get("inferlog_ordinal"))
+        )
+    signals = defaultdict(list)
+    for f in decoded(cfg, cfg.topic_failures, "failure_signal", fails):
+        signals[f["ce_id"]].append((f["kind"], f["retracts"], f["ordinal"]))
+    # one identity each: the one-sided record, then the complete record that supersedes it; nothing else
+    assert by_id["late-plain"] == [("request_only", 1, 1, None), ("complete", 1, 2, None)]
+    assert signals["late-plain"] == [("response_missing", None, 1), ("retraction", "response_missing", 1)]
+    assert by_id["late-mirrored"] == [("response_only", 1, 1, None), ("complete", 1, 2, None)]
+    assert signals["late-mirrored"] == [("request_missing", None, 1), ("retraction", "request_missing", 1)]
+    # within its annotated timeout: one record, no failure
+    assert by_id["late-annotated"] == [("complete", 1, 1, None)] and "late-annotated" not in signals
+
+    sink_cfg = sink_config(stack, unique, OpenSearchSinkConfig, flush_records=500)
+    records_index = f"{sink_cfg.opensearch_url}/{sink_cfg.index_prefix}-records-*"
+    http = urllib3.PoolManager()
+    try:
+        run_caught_up(sink_cfg, OpenSearchSink(sink_cfg), timeout_s=90)
+        assert http.request("POST", f"{records_index}/_refresh").status == 200
+        query = {"query": {"prefix": {"ce_id": "late-"}}, "size": 50}
+        found = http.request("POST", f"{records_index}/_search", json=query).json()["hits"]["hits"]
+        docs = sorted((h["_source"]["ce_id"], h["_source"]["status"], h["_source"]["revision"]) for h in found)
+        assert docs == [
+            ("late-annotated", "complete", 1),
+            ("late-mirrored", "complete", 2),
+            ("late-plain", "complete", 2),
+        ]
+    finally:
+        http.request("DELETE", f"{sink_cfg.opensearch_url}/{sink_cfg.index_prefix}-*")
+        for dataset in ("records", "failures"):
+            http.request("DELETE", f"{sink_cfg.opensearch_url}/_index_template/{sink_cfg.index_prefix}-{dataset}")
+
+    # replay of the same range into a fresh app: the corrections come out byte-identical too
+    replay = dataclasses.replace(
+        cfg,
+        app_id=f"{cfg.app_id}-replay-{unique[:6]}",
+        topic_records=f"{cfg.topic_records}.replay",
+        topic_failures=f"{cfg.topic_failures}.replay",
+        topic_deadletter=f"{cfg.topic_deadletter}.replay",
+        store_dir=tempfile.mkdtemp(prefix="streams-replay-"),
+    )
+    T.create_topics(replay)
+    recs2, fails2 = run_worker(replay, "replay")
+
+    def exact(rs: list[T.Rec]) -> list[tuple[int, int, bytes | None, bytes, dict[str, bytes]]]:
+        return sorted((r.partition, r.offset, r.key, r.value[5:], r.headers) for r in rs)  # minus the schema id
+
+    assert exact(recs2) == exact(recs) and exact(fails2) == exact(fails)

@@ -129,7 +129,8 @@ def test_renamed_columns_and_bodies() -> None:
     assert by_name["request_source_offset"].path == ("request", "offset")
     assert by_name["response_body"].kind == "body" and by_name["response_body_encoding"].kind == "encoding"
     assert by_name["error"].text
-    assert [c.name for c in columns("failure_signal")][-5:-3] == ["source_partition", "source_offset"]
+    names = [c.name for c in columns("failure_signal")]
+    assert names[names.index("source_partition") + 1] == "source_offset"
 
 
 def test_a_clash_of_column_names_is_refused() -> None:

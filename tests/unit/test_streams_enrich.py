@@ -91,6 +91,23 @@ def test_build_one_sided_and_error_failures() -> None:
     assert [f["kind"] for f in b.failures] == ["request_missing", "unparseable_body"]
 
 
+def test_a_correction_is_revision_2_and_retracts_only_the_early_sides_signal() -> None:
+    req = event("a", "request", BASE_US, b"\xff not json")  # its unparseable_body went out with request_only
+    resp = event("a", "response", BASE_US + 50_000_000, b'{"error": "too slow"}')
+    early, late = Side(req, 0, 1, BASE_US), Side(resp, 0, 9, BASE_US + 50_000_000)
+    first = build(early, None, detected_us=BASE_US + 30_000_000, ordinal=3)
+    assert [f["kind"] for f in first.failures] == ["response_missing", "unparseable_body"]
+    b = build(early, late, detected_us=BASE_US + 50_000_000, ordinal=3, retracts="response_missing")
+    assert (b.record["status"], b.record["ordinal"], b.record["revision"]) == ("complete", 3, 2)
+    assert [(f["kind"], f["retracts"], f["ordinal"], f["offset"]) for f in b.failures] == [
+        ("retraction", "response_missing", 3, 9),
+        ("error_response", None, 3, 9),
+    ]
+    serde = AvroSerde(RegistryClient("http://unused"), "s", load_schema("failure_signal"))
+    serde.schema_id = 1
+    assert all(serde.encode(f) for f in b.failures)
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),

@@ -194,3 +194,65 @@ def test_outcomes_do_not_depend_on_reusing_decoded_entries() -> None:
         b = [o for o in copying.on_event(side(ev, i)) if not isinstance(o, Tick)]
         assert a == b, i
     assert cached._decoded  # the cache was used
+
+
+def correcting(store: dict[str, bytes] | None = None) -> Joiner:
+    return Joiner(
+        {} if store is None else store,
+        pair_timeout_us=30 * S,
+        done_retention_us=120 * S,
+        tick_interval_us=60 * S,
+        late_window_us=60 * S,
+    )
+
+
+def test_a_late_response_corrects_the_request_only_record_instead_of_making_a_second() -> None:
+    store: dict[str, bytes] = {}
+    j = correcting(store)
+    req, resp = pair("slow", BASE_US, latency_us=50 * S)
+    j.on_event(side(req, 0))
+    out = j.on_event(side(event("tick", "request", BASE_US + 40 * S), 1))
+    orphans = [o for o in out if isinstance(o, Orphan)]
+    assert [(o.side.event.id, o.ordinal) for o in orphans] == [("slow", 1)]
+    j = correcting(store)  # the expired side survives a restart (it is in the store, body included)
+    out = j.on_event(side(resp, 2))
+    assert kinds(out) == ["Paired"]
+    fixed = next(o for o in out if isinstance(o, Paired))
+    assert (fixed.ordinal, fixed.revision, fixed.retracts) == (1, 2, "response_missing")
+    assert fixed.request.event == req and fixed.request.event.data == req.data
+    assert kinds(j.on_event(side(resp, 3))) == ["Duplicate"]
+    assert kinds(j.on_event(side(req, 4))) == ["Duplicate"]
+    later = j.on_event(side(event("w", "request", BASE_US + 200 * S), 5))
+    assert [o.side.event.id for o in later if isinstance(o, Orphan)] == ["tick"]  # no request_missing for slow
+
+
+def test_a_very_late_request_corrects_the_response_only_record() -> None:
+    j = correcting()
+    req, resp = pair("mirrored", BASE_US)
+    j.on_event(side(resp, 0))
+    j.on_event(side(event("tick", "request", BASE_US + 40 * S), 1))
+    out = j.on_event(side(req, 2))  # sent with its own (early) Ce-Time, read late
+    fixed = next(o for o in out if isinstance(o, Paired))
+    assert (fixed.revision, fixed.retracts) == (2, "request_missing")
+
+
+def test_after_the_late_window_a_late_response_makes_its_own_record() -> None:
+    j = correcting()
+    req, resp = pair("gone", BASE_US, latency_us=100 * S)
+    j.on_event(side(req, 0))
+    j.on_event(side(event("tick", "request", BASE_US + 95 * S), 1))  # W past deadline + late window (90 s)
+    assert kinds(j.on_event(side(resp, 2))) == []  # pending alone, as without corrections
+    out = j.on_event(side(event("w", "request", BASE_US + 200 * S), 3))
+    lone = [o for o in out if isinstance(o, Orphan) and o.side.event.id == "gone"]
+    assert len(lone) == 1 and lone[0].ordinal == 2 and lone[0].side.event.type.endswith("response")
+
+
+def test_a_retried_request_pairs_the_pending_attempt_before_an_expired_one() -> None:
+    j = correcting()
+    first = event("retry", "request", BASE_US, b'{"attempt": 1}')
+    j.on_event(side(first, 0))
+    j.on_event(side(event("tick", "request", BASE_US + 40 * S), 1))  # the first attempt expires
+    second, resp = pair("retry", BASE_US + 41 * S)
+    j.on_event(side(second, 2))
+    fixed = next(o for o in j.on_event(side(resp, 3)) if isinstance(o, Paired))
+    assert (fixed.request.event.data, fixed.revision, fixed.ordinal) == (second.data, 1, 2)
