@@ -1,4 +1,6 @@
-"""Latency percentiles and failure rate per model, with DuckDB over inferlog's Parquet archive.
+"""Latency percentiles and failure rate per model, and tokens per LLM model, with DuckDB over inferlog's
+Parquet archive (the latest revision of each record: a request_only record whose response came late is counted
+as the complete record that superseded it).
 
 Run it against the local stack after `make run` (or any deployment: set the INFERLOG_* variables):
 
@@ -40,6 +42,25 @@ def main() -> None:
         from records
         group by all
         order by inferences desc
+        """
+    ).show()
+    print("LLM models (protocol openai): tokens and latency")
+    con.sql(
+        """
+        select namespace || '/' || isvc                               as model,
+               count(*)                                               as calls,
+               count(*) filter (where revision > 1)                   as corrected,
+               sum(llm_prompt_tokens)                                 as prompt_tokens,
+               sum(llm_completion_tokens)                             as completion_tokens,
+               round(avg(llm_completion_tokens), 1)                   as avg_completion_tokens,
+               round(quantile_cont(latency_ms, 0.50) / 1000, 2)       as p50_s,
+               round(quantile_cont(latency_ms, 0.99) / 1000, 2)       as p99_s,
+               round(sum(llm_completion_tokens) / nullif(sum(latency_ms) / 1000, 0), 2) as tokens_per_s,
+               count(*) filter (where llm_finish_reason = 'length')   as cut_by_length
+        from records
+        where protocol = 'openai'
+        group by all
+        order by calls desc
         """
     ).show()
 

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="send realistic KServe-shaped logger traffic to an ingest",
         description="v1 and v2 payloads, responses before requests, missing responses, retried requests (same "
-        "Ce-Id), metadata headers and annotations, at a chosen rate, with a progress bar.",
+        "Ce-Id), metadata headers and annotations, slow streamed LLM calls, at a chosen rate, with a progress bar.",
     )
     d.add_argument("--url", default="http://127.0.0.1:8080/", help="the ingest's URL (default %(default)s)")
     d.add_argument("--count", type=int, default=1000, help="inferences to simulate (default %(default)s)")
@@ -39,6 +39,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=0.03,
         help="share whose first attempt failed and was retried with the same Ce-Id",
     )
+    d.add_argument(
+        "--slow",
+        type=int,
+        default=6,
+        help="slow streamed LLM calls, half annotated inferlog.io/pair-timeout=2m (default %(default)s)",
+    )
+    d.add_argument("--slow-latency-s", type=float, default=8.0, help="how long a slow call's answer takes")
     d.add_argument("--token", default="", help="bearer token, when the ingest requires one")
     d.add_argument("--seed", type=int, default=None, help="random seed for reproducible traffic")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -75,6 +82,8 @@ def run_demo(args: argparse.Namespace) -> int:
             missing_response=args.missing_response,
             response_first=args.response_first,
             retried=args.retried,
+            slow=args.slow,
+            slow_latency_s=args.slow_latency_s,
             token=args.token or None,
             seed=args.seed,
             progress=not args.no_progress,

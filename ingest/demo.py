@@ -8,6 +8,13 @@ the model "failed", a response event with the same ``Ce-Id``, ``Ce-Source: http:
 *retried* inferences: a first attempt that failed (a request event, no response: KServe logs none for a non-200
 answer), then the same request again with the same ``Ce-Id`` (as Knative redelivers a CloudEvent) and its
 response.
+
+``Ce-Time`` is the time at which the event is scheduled to be sent, as KServe stamps it when it logs, so event
+time moves with the wall clock. *Slow LLM calls* (``slow``) are streamed OpenAI chat completions whose answer
+takes ``slow_latency_s`` (the response is sent that much later): half to ``chat-llama``, annotated
+``inferlog.io/pair-timeout: 2m`` (one complete record), half to ``chat-mistral`` without the annotation: beyond
+a shorter pair timeout (``make run`` sets 5 s) it first expires as ``request_only`` and is then corrected by its
+response (a complete record of revision 2).
 """
 
 from __future__ import annotations
@@ -31,6 +38,17 @@ MODELS: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("churn-lgbm", "v2", {}),
     ("sentiment-bert", "v1", {"team": "nlp"}),
 )
+#: the slow LLM models: (isvc, annotations); the first one's annotation covers its slow answers
+SLOW_MODELS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("chat-llama", {"team": "genai", "inferlog.io/pair-timeout": "2m"}),
+    ("chat-mistral", {"team": "genai"}),
+)
+PROMPTS = (
+    "Summarise the incident report of last night in three sentences.",
+    "Write a haiku about feature stores.",
+    "Explain the difference between precision and recall to a product manager.",
+    "Draft a polite reply declining the meeting on Friday.",
+)
 
 
 @dataclass
@@ -42,6 +60,7 @@ class DemoSummary:
     missing_responses: int = 0
     responses_first: int = 0
     retried: int = 0  # inferences whose first attempt failed (one extra request event with the same Ce-Id)
+    slow: int = 0  # slow streamed LLM calls (half annotated with a pair timeout that covers them)
     seconds: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
@@ -60,9 +79,14 @@ def _ce_time(t: datetime) -> str:
 
 
 def inference_events(
-    rng: random.Random, namespace: str, *, model: tuple[str, str, dict[str, str]] | None = None
+    rng: random.Random,
+    namespace: str,
+    *,
+    model: tuple[str, str, dict[str, str]] | None = None,
+    at: datetime | None = None,
 ) -> list[tuple[dict[str, str], bytes]]:
-    """The (headers, body) of the request and response events of one inference, in send order."""
+    """The (headers, body) of the request and response events of one inference at ``at`` (default: now), in
+    send order."""
     isvc, protocol, annotations = model or rng.choice(MODELS)
     ce_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
     rows = rng.randint(1, 4)
@@ -80,8 +104,55 @@ def inference_events(
                 {"name": "output-0", "shape": [rows], "datatype": "FP32", "data": [rng.random() for _ in range(rows)]}
             ],
         }
-    now = datetime.now(UTC)
-    latency = timedelta(milliseconds=rng.uniform(2, 40))
+    return _events(rng, ce_id, isvc, namespace, annotations, orjson.dumps(request), orjson.dumps(response), at)
+
+
+def llm_events(
+    rng: random.Random, namespace: str, isvc: str, annotations: dict[str, str], at: datetime, latency: timedelta
+) -> list[tuple[dict[str, str], bytes]]:
+    """A streamed OpenAI chat completion (``stream_options.include_usage``): the request and its SSE response."""
+    ce_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    prompt = rng.choice(PROMPTS)
+    request = {
+        "model": isvc,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": prompt},
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    words = rng.sample(["Sure", "here", "is", "a", "short", "answer", "that", "took", "a", "while"], k=8)
+    chunks: list[dict[str, Any]] = []
+    for i, word in enumerate(words):
+        delta = {"content": ("" if i == 0 else " ") + word}
+        finish = "stop" if i == len(words) - 1 else None
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        chunks.append({"id": ce_id[:8], "object": "chat.completion.chunk", "model": isvc, "choices": [choice]})
+    prompt_tokens = 12 + len(prompt.split())
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(words),
+        "total_tokens": prompt_tokens + len(words),
+    }
+    chunks.append({"id": ce_id[:8], "object": "chat.completion.chunk", "model": isvc, "choices": [], "usage": usage})
+    sse = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    return _events(rng, ce_id, isvc, namespace, annotations, orjson.dumps(request), sse, at, latency)
+
+
+def _events(
+    rng: random.Random,
+    ce_id: str,
+    isvc: str,
+    namespace: str,
+    annotations: dict[str, str],
+    request: bytes,
+    response: bytes,
+    at: datetime | None,
+    latency: timedelta | None = None,
+) -> list[tuple[dict[str, str], bytes]]:
+    now = at or datetime.now(UTC)
+    latency = latency or timedelta(milliseconds=rng.uniform(2, 40))
     base = {
         "Ce-Specversion": "1.0",
         "Ce-Id": ce_id,
@@ -104,7 +175,7 @@ def inference_events(
             "Ce-Recordedtime": _ce_time(now + latency + timedelta(microseconds=300)),
         },
     )
-    return [(req, orjson.dumps(request)), (resp, orjson.dumps(response))]
+    return [(req, request), (resp, response)]
 
 
 def _failed_attempt(request: tuple[dict[str, str], bytes], backoff: timedelta) -> tuple[dict[str, str], bytes]:
@@ -128,14 +199,23 @@ async def send_demo(
     seed: int | None = None,
     progress: bool = True,
     timeout_s: float = 30.0,
+    slow: int = 0,
+    slow_latency_s: float = 8.0,
 ) -> DemoSummary:
-    """Simulate ``count`` inferences at ``rate`` events/s against the ingest at ``url``; returns a summary
-    (with the ``Ce-Id`` of every accepted event in ``ids``)."""
+    """Simulate ``count`` inferences at ``rate`` events/s against the ingest at ``url``, plus ``slow`` slow LLM
+    calls answered after ``slow_latency_s``; returns a summary (with the ``Ce-Id`` of every accepted event in
+    ``ids``)."""
     rng = random.Random(seed)
-    summary = DemoSummary(inferences=count)
-    plan: list[tuple[dict[str, str], bytes]] = []
+    summary = DemoSummary(inferences=count + slow, slow=slow)
+    t0 = datetime.now(UTC)
+    timed: list[tuple[float, dict[str, str], bytes]] = []  # (send at, seconds from the start; headers; body)
+
+    def offset() -> float:
+        return len(timed) / rate if rate > 0 else 0.0
+
     for _ in range(count):
-        events = inference_events(rng, namespace)
+        at = offset()
+        events = inference_events(rng, namespace, at=t0 + timedelta(seconds=at))
         if rng.random() < missing_response:
             events = events[:1]
             summary.missing_responses += 1
@@ -143,9 +223,19 @@ async def send_demo(
             events.reverse()
             summary.responses_first += 1
         elif rng.random() < retried:
-            plan.append(_failed_attempt(events[0], timedelta(milliseconds=rng.uniform(100, 1000))))
+            timed.append((at, *_failed_attempt(events[0], timedelta(milliseconds=rng.uniform(100, 1000)))))
             summary.retried += 1
-        plan.extend(events)
+        for headers, body in events:
+            timed.append((offset(), headers, body))
+    regular_s = offset()
+    latency = timedelta(seconds=slow_latency_s)
+    for i in range(slow):  # spread over the first half of the regular traffic, answered slow_latency_s later
+        isvc, annotations = SLOW_MODELS[i % len(SLOW_MODELS)]
+        at = regular_s / 2 * i / slow
+        req, resp = llm_events(rng, namespace, isvc, annotations, t0 + timedelta(seconds=at), latency)
+        timed += [(at, *req), (at + slow_latency_s, *resp)]
+    timed.sort(key=lambda item: item[0])  # stable: equal times keep the order above
+    plan = [(h, b) for _, h, b in timed]
     summary.events = len(plan)
     queue: asyncio.Queue[tuple[dict[str, str], bytes] | None] = asyncio.Queue(maxsize=concurrency * 2)
     bar: Any = None
@@ -178,12 +268,11 @@ async def send_demo(
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         workers = [asyncio.create_task(worker(session)) for _ in range(concurrency)]
-        for i, item in enumerate(plan):
-            if rate > 0:
-                delay = started + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await queue.put(item)
+        for send_at, headers, body in timed:
+            delay = started + send_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the traffic's own pacing
+            await queue.put((headers, body))
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)

@@ -223,7 +223,9 @@ def test_demo_traffic_reaches_parquet_and_opensearch_and_replay_changes_nothing(
     from ingest.demo import send_demo
 
     since_ms = int(time.time() * 1000) - 1000
-    summary = asyncio.run(send_demo(pipeline.url, 300, 600.0, progress=False, seed=7))
+    # 4 slow streamed LLM calls answered after 10 s: 2 annotated with a 2m pair timeout (complete at once), 2 under
+    # DEMO_ENV's 5 s LLM timeout (request_only first, then corrected by the response)
+    summary = asyncio.run(send_demo(pipeline.url, 300, 600.0, progress=False, seed=7, slow=4, slow_latency_s=10))
     assert summary.accepted == summary.events and summary.failed == 0
 
     rec = _wait_processed(pipeline, since_ms, summary.events)
@@ -231,16 +233,22 @@ def test_demo_traffic_reaches_parquet_and_opensearch_and_replay_changes_nothing(
     totals = {k: sum(c.as_dict()[k] for c in rec.models.values()) for k in ("events", "paired", "request_only")}
     assert totals["events"] == summary.events
     assert summary.retried > 0  # calls retried with the same Ce-Id after a failed attempt: two records each
-    assert totals["paired"] + totals["request_only"] == 300 + summary.retried
+    assert totals["paired"] + totals["request_only"] == 304 + summary.retried
     # the failed-request signal: one per missing response, and one per failed attempt of a retried call
     assert totals["request_only"] == summary.missing_responses + summary.retried
+    llama, mistral = rec.model("demo", "chat-llama"), rec.model("demo", "chat-mistral")
+    assert (llama.paired, llama.corrected, llama.failures) == (2, 0, 0)
+    assert (mistral.paired, mistral.corrected, mistral.failures) == (2, 2, 0)  # signalled, then retracted
+    assert mistral.prompt_tokens > 0 and mistral.completion_tokens == 2 * 8
 
     # The archive is readable with partition discovery, and holds each record once.
     from inferlog.analytics import read_archive
 
-    table = read_archive(pipeline.cfg, prefix=pipeline.archive_prefix)
+    table = read_archive(pipeline.cfg, prefix=pipeline.archive_prefix)  # the latest revision of each record
     keys = table.column("join_key").to_pylist()
-    assert len(keys) == 300 + summary.retried and len(set(keys)) == 300
+    assert len(keys) == 304 + summary.retried and len(set(keys)) == 304
+    every_row = read_archive(pipeline.cfg, prefix=pipeline.archive_prefix, latest=False)
+    assert every_row.num_rows == len(keys) + 2  # the archive keeps the two superseded request_only rows
     retried = {k for k, n in Counter(keys).items() if n == 2}
     assert len(retried) == summary.retried
 
@@ -251,7 +259,7 @@ def test_demo_traffic_reaches_parquet_and_opensearch_and_replay_changes_nothing(
 
     # The Iceberg table holds each record once too (by its Kafka coordinates).
     tabled = _iceberg_coordinates(pipeline)
-    assert len(tabled) == len(keys) and max(Counter(tabled).values()) == 1
+    assert len(tabled) == len(keys) + 2 and max(Counter(tabled).values()) == 1  # both revisions of a correction
 
     # Replay the whole range of events into the pipeline's own events topic.
     from inferlog.cli import main

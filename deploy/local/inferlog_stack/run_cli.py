@@ -31,6 +31,7 @@ class RunError(InferlogError):
 # Faster event-time settings for the demo, so that orphans expire and files are cut within seconds.
 DEMO_ENV = {
     "INFERLOG_PAIR_TIMEOUT_S": "5",
+    "INFERLOG_LLM_PAIR_TIMEOUT_S": "5",  # so that the demo's slow unannotated LLM calls expire and get corrected
     "INFERLOG_IDLE_TIMEOUT_S": "3",
     "INFERLOG_IDLE_CHECK_INTERVAL_S": "1",
     "INFERLOG_TICK_INTERVAL_S": "2",
@@ -98,6 +99,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--demo", action="store_true", help="send realistic KServe traffic and print the reconciliation")
     p.add_argument("--demo-count", type=int, default=2000, help="inferences the demo simulates (default 2000)")
     p.add_argument("--demo-rate", type=float, default=400.0, help="demo events per second (default 400)")
+    p.add_argument("--demo-slow", type=int, default=6, help="slow streamed LLM calls in the demo (default 6)")
     p.add_argument("--once", action="store_true", help="with --demo: stop the pipeline after the reconciliation")
     p.add_argument("--settle-timeout", type=float, default=120.0, help="seconds to wait for the counts to balance")
     p.add_argument("--ingest-port", type=int, default=8080, help="port of the ingest (default 8080)")
@@ -273,11 +275,14 @@ def _demo(cfg: StackConfig, args: argparse.Namespace, env: dict[str, str]) -> in
 
     since_ms = int(time.time() * 1000) - 1000
     url = f"http://127.0.0.1:{args.ingest_port}/"
-    summary = asyncio.run(send_demo(url, args.demo_count, args.demo_rate, progress=sys.stderr.isatty()))
+    summary = asyncio.run(
+        send_demo(url, args.demo_count, args.demo_rate, slow=args.demo_slow, progress=sys.stderr.isatty())
+    )
     print(
         f"demo sent {summary.inferences} inferences as {summary.events} events in {summary.seconds:.1f}s "
         f"({summary.missing_responses} without a response, {summary.responses_first} response-first, "
-        f"{summary.retried} retried after a failed attempt); "
+        f"{summary.retried} retried after a failed attempt, {summary.slow} slow streamed LLM calls: half "
+        "annotated inferlog.io/pair-timeout=2m, half corrected after their 5 s timeout); "
         f"answers: {summary.statuses}",
         flush=True,
     )
