@@ -195,8 +195,9 @@ class Sink(abc.ABC):
 
     def stored_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """For a store that keeps the consumed offsets itself, committed atomically with the data (an Iceberg
-        snapshot): per partition the offset after the last record it holds. The runner skips records before
-        it, so a crash between the store's commit and Kafka's writes nothing twice. Default: none kept."""
+        snapshot): per partition the offset after the last record it holds. Where that is ahead of Kafka's
+        committed offset the runner starts the partition there, so after a crash between the store's commit and
+        Kafka's the records the store holds are not read again. Default: none kept."""
         return {}
 
     @abc.abstractmethod
@@ -248,8 +249,9 @@ class _Partition:
     :param rewound: the consumer was already sent back to the first offset not handled (while paused).
     :param commit_due: an offset to commit once nothing before it is open or in flight (ticks, skipped records).
     :param committed: the last offset committed.
-    :param resume_at: the offset the store says it holds everything before (:meth:`Sink.stored_offsets`);
-        records before it are skipped, not written again.
+    :param resume_at: the offset the store says it holds everything before (:meth:`Sink.stored_offsets`).
+        The partition is assigned starting there when that is ahead of Kafka's committed offset; should a
+        record before it still arrive (the committed offsets could not be read), it is dropped, not written.
     """
 
     open: Batch | None = None
@@ -284,6 +286,8 @@ class SinkRunner:
     """
 
     INLINE_RETRY = Backoff(base_s=0.2, cap_s=1.0, attempts=3)
+    #: how long the assignment waits for the group's committed offsets (to compare them with the store's)
+    COMMITTED_TIMEOUT_S = 30.0
 
     def __init__(
         self,
@@ -308,6 +312,7 @@ class SinkRunner:
         self._parts: dict[TP, _Partition] = {}
         self._backoff = Backoff(base_s=0.5, cap_s=cfg.sink_retry_max_s, attempts=1)
         self._consumer: Consumer | None = None
+        self._cooperative = True  # the rebalance protocol of the consumer's settings (see run())
         self._producer: Producer | None = None
         self._last_lag = 0.0
         self.ready = threading.Event()
@@ -346,6 +351,7 @@ class SinkRunner:
         if self.cfg.sink_instance_id:
             conf["group.instance.id"] = self.cfg.sink_instance_id
         conf.update(self._consumer_overrides)
+        self._cooperative = _cooperative(conf)
         self._consumer = Consumer(conf)
         self._producer = Producer(producer_config(self.cfg))
         self._consumer.subscribe(
@@ -418,7 +424,7 @@ class SinkRunner:
             if (
                 value
                 and topic in self._serdes
-                and (part is None or part.pending is None)
+                and (part is None or (part.pending is None and not _held(part, int(msg.offset() or 0))))
                 and tick_time_us(headers) is None
             ):
                 todo.setdefault(topic, []).append(len(out))
@@ -441,15 +447,12 @@ class SinkRunner:
                 part.rewound = True
             return
         if part.resume_at is not None:
-            if offset < part.resume_at:  # already in the store: skip to where it ends
-                if not part.rewound:  # once; what was fetched before the seek is dropped here too
-                    assert self._consumer is not None
-                    self._consumer.seek(TopicPartition(topic, partition, part.resume_at))
-                    part.rewound = True
-                    part.commit_due = part.resume_at
+            if offset < part.resume_at:
+                # Already in the store, and the assignment could not start after it. No seek: the records
+                # librdkafka has already handed over would still come here, and then again from the seek.
+                part.commit_due = part.resume_at
                 return
             part.resume_at = None
-            part.rewound = False
         if headers is None:
             headers = _headers(msg)
         batch = part.open
@@ -737,15 +740,52 @@ class SinkRunner:
     # -- rebalancing -----------------------------------------------------------------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the partitions, each starting after what the store already holds when that is ahead of Kafka's
+        committed offset (a crash between the two commits): records the store has are never fetched, so none
+        reaches a batch. Elsewhere the partition starts at the committed offset, as librdkafka would."""
         tps = [(p.topic, p.partition) for p in partitions]
         stored = self.sink.stored_offsets(tps) if tps else {}
+        start = self._ahead_of_kafka(stored)
         for tp in tps:
-            self._parts[tp] = _Partition(resume_at=stored.get(tp))
+            self._parts[tp] = _Partition(resume_at=stored.get(tp), commit_due=start.get(tp))
+        if start:
+            assert self._consumer is not None
+            at = [TopicPartition(p.topic, p.partition, start.get((p.topic, p.partition), p.offset)) for p in partitions]
+            if self._cooperative:
+                self._consumer.incremental_assign(at)
+            else:
+                self._consumer.assign(at)
         log.info(
             "assigned",
             extra={"sink": self.sink.kind, "partitions": [f"{t}:{p}" for t, p in tps],
-                   "resume_from_store": {f"{t}:{p}": o for (t, p), o in stored.items()}},
+                   "resume_from_store": {f"{t}:{p}": o for (t, p), o in stored.items()},
+                   "start_from_store": {f"{t}:{p}": o for (t, p), o in start.items()}},
         )  # fmt: skip
+
+    def _ahead_of_kafka(self, stored: dict[TP, int]) -> dict[TP, int]:
+        """The store's offsets that are ahead of the group's committed ones. Kafka may be ahead too (ticks and
+        batches with nothing to write commit without a store write): there its offset stands, or dead letters
+        would be sent again. When the committed offsets cannot be read, none: :meth:`_handle` drops the
+        records the store holds as they come."""
+        if not stored:
+            return {}
+        assert self._consumer is not None
+        try:
+            committed = self._consumer.committed(
+                [TopicPartition(t, p) for t, p in stored], timeout=self.COMMITTED_TIMEOUT_S
+            )
+        except KafkaException as exc:
+            log.warning(
+                "committed offsets not read, skipping what the store holds as it comes",
+                extra={"sink": self.sink.kind, "error": str(exc)},
+            )
+            return {}
+        out: dict[TP, int] = {}
+        for c in committed:
+            tp = (c.topic, c.partition)
+            if c.error is None and tp in stored and stored[tp] > c.offset:  # (no committed offset: negative)
+                out[tp] = stored[tp]
+        return out
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
@@ -756,6 +796,20 @@ class SinkRunner:
         log.info(
             "revoked", extra={"sink": self.sink.kind, "partitions": [f"{p.topic}:{p.partition}" for p in partitions]}
         )
+
+
+def _held(part: _Partition, offset: int) -> bool:
+    """The store already holds this record of the partition (it is dropped, not decoded)."""
+    return part.resume_at is not None and offset < part.resume_at
+
+
+def _cooperative(conf: dict[str, Any]) -> bool:
+    """Whether these consumer settings rebalance incrementally (then the assign callback must call
+    ``incremental_assign``, else ``assign``)."""
+    if str(conf.get("group.protocol", "classic")).lower() == "consumer":
+        return True
+    strategies = str(conf.get("partition.assignment.strategy", "range,roundrobin")).split(",")
+    return all(s.strip() == "cooperative-sticky" for s in strategies)
 
 
 def _headers(msg: Message) -> list[tuple[str, bytes]]:

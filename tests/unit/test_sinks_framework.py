@@ -56,6 +56,24 @@ class FakeConsumer:
     commits: list[tuple[int, int]] = field(default_factory=list)
     paused: set[int] = field(default_factory=set)
     seeks: list[tuple[int, int]] = field(default_factory=list)
+    #: the group's committed offset per partition (absent: none, -1001 as librdkafka says)
+    offsets: dict[int, int] = field(default_factory=dict)
+    committed_fails: bool = False
+    #: per assign call made by the runner: which call, and the start offset it gave each partition
+    assigned: list[tuple[str, dict[int, int]]] = field(default_factory=list)
+
+    def committed(self, tps: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        if self.committed_fails:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        return [TopicPartition(tp.topic, tp.partition, self.offsets.get(tp.partition, -1001)) for tp in tps]
+
+    def incremental_assign(self, tps: list[Any]) -> None:
+        self.assigned.append(("incremental_assign", {tp.partition: tp.offset for tp in tps}))
+
+    def assign(self, tps: list[Any]) -> None:
+        self.assigned.append(("assign", {tp.partition: tp.offset for tp in tps}))
 
     def commit(self, offsets: list[Any], asynchronous: bool) -> None:
         self.commits += [(tp.partition, tp.offset) for tp in offsets]
@@ -459,20 +477,65 @@ class StoreWithOffsets(ListSink):
         return []
 
 
-def test_records_the_store_already_holds_are_skipped_not_written_again() -> None:
+def assign_both(r: SinkRunner) -> None:
     from confluent_kafka import TopicPartition
 
+    r._on_assign(None, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])  # type: ignore[arg-type]
+
+
+def test_a_partition_the_store_is_ahead_on_is_assigned_starting_where_the_store_ends() -> None:
+    """After a crash between the store's commit and Kafka's, the records the store holds are not even fetched:
+    the assignment itself starts after them (a seek once records arrive would race with those already fetched)."""
     sink = StoreWithOffsets()
     r, c, _ = runner(sink)
-    r._on_assign(None, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])  # type: ignore[arg-type]
-    # what librdkafka had fetched from the committed offset (0) before the seek is dropped too
-    feed(r, [rec(i) for i in range(4)] + [rec(0, partition=1)])
-    assert c.seeks == [(0, 5)]  # once, to where the store ends
+    c.offsets = {0: 2}  # Kafka's committed offset is behind the store's 5
+    assign_both(r)
+    # partition 1: the store holds none of it, Kafka's offset stands
+    assert c.assigned == [("incremental_assign", {0: 5, 1: -1001})]
     r._commit_due_offsets()
-    assert (0, 5) in c.commits  # the group learns the store's progress
-    feed(r, [rec(i) for i in range(5, 8)] + [rec(i, partition=1) for i in range(1, 3)])
-    assert sorted(sink.written) == [(0, [5, 6, 7]), (1, [0, 1, 2])]  # partition 1: the store holds none of it
-    assert r.partition((TOPIC, 0)).resume_at is None
+    assert c.commits == [(0, 5)]  # the group learns the store's progress
+    feed(r, [rec(i) for i in range(5, 8)] + [rec(i, partition=1) for i in range(3)])
+    assert sorted(sink.written) == [(0, [5, 6, 7]), (1, [0, 1, 2])] and c.seeks == []
+    assert r.stats.records_in == 6
+
+
+def test_an_eager_assignor_gets_the_start_offsets_through_assign() -> None:
+    from sinks.framework import _cooperative
+
+    assert _cooperative({"partition.assignment.strategy": "cooperative-sticky"})
+    assert not _cooperative({}) and not _cooperative({"partition.assignment.strategy": "range"})
+    r, c, _ = runner(StoreWithOffsets())
+    r._cooperative = False
+    assign_both(r)
+    assert c.assigned == [("assign", {0: 5, 1: -1001})]
+
+
+def test_kafka_ahead_of_the_store_keeps_its_offset() -> None:
+    """Kafka commits past the store's last write for ticks and dead-only batches: starting from the store's
+    offset there would dead-letter those records again."""
+    sink = StoreWithOffsets()
+    r, c, _ = runner(sink)
+    c.offsets = {0: 7}
+    assign_both(r)
+    assert c.assigned == []  # librdkafka starts every partition at its committed offset
+    r._commit_due_offsets()
+    assert c.commits == []
+    feed(r, [rec(i) for i in range(7, 10)])
+    assert sink.written == [(0, [7, 8, 9])]
+
+
+def test_without_the_committed_offsets_the_held_records_are_dropped_as_they_come() -> None:
+    """The fallback: the partition starts at Kafka's offset and what the store holds is dropped, without a seek
+    (librdkafka would deliver again, from the seek, the records of this consume() result after it)."""
+    sink = StoreWithOffsets()
+    r, c, _ = runner(sink)
+    c.committed_fails = True
+    assign_both(r)
+    assert c.assigned == []
+    feed(r, [rec(i) for i in range(8)] + [rec(0, partition=1)])
+    assert c.seeks == [] and sink.written == [(0, [5, 6, 7])]
+    assert r.stats.records_in == 4
+    assert (0, 8) in c.commits and r.partition((TOPIC, 0)).resume_at is None
 
 
 class OrderedProbe(GatedSink):
