@@ -23,7 +23,7 @@ from ingest.claimcheck import ClaimCheck
 from ingest.config import IngestConfig
 from ingest.errors import ClaimCheckFailed, IngestError
 from ingest.parse import parse, problem
-from ingest.policy import Policy
+from ingest.policy import Credentials, Policy
 from ingest.service import Ingest, Producer
 from ingest.spool import Spool
 
@@ -106,7 +106,7 @@ class Handlers:
             headers = request.headers
             events = parse(headers.items(), body, headers.get("Content-Type"))
             if policy.auth.enabled:
-                policy.auth.check(headers.get("Authorization"), events)
+                policy.auth.check(Credentials.of(headers, request.rel_url.raw_path, request.query), events)
             kept = events
             if policy.filtering:
                 kept = []

@@ -45,7 +45,16 @@ class IngestConfig(CommonConfig):
         "", "Header names to redact from Ce-Metadata, Ce-Annotations keys and extensions (comma-separated)"
     )
     auth_tokens: str = setting(
-        "", "Per-namespace bearer tokens as namespace=token,... ('*' = any namespace); empty disables auth", secret=True
+        "",
+        "Per-namespace tokens as namespace=token,... ('*' = any namespace), presented as Authorization: Bearer, or "
+        "in KServe's logger.url as a path /token/<token> or a query ?token=<token>; empty: no token auth",
+        secret=True,
+    )
+    auth_xfcc_trust_domain: str = setting(
+        "",
+        "Trust Istio's X-Forwarded-Client-Cert: a caller whose SPIFFE id is spiffe://<this>/ns/<ns>/sa/<sa> may "
+        "write namespace <ns> (e.g. cluster.local). Set it only when an Istio sidecar that sanitizes the header "
+        "fronts the ingest with mTLS; empty: not trusted",
     )
     shutdown_timeout_s: float = setting(20.0, "On SIGTERM: time to finish in-flight requests and flush Kafka")
     linger_ms: int = setting(2, "librdkafka linger.ms: how long concurrent requests share a batch")
@@ -90,6 +99,11 @@ class IngestConfig(CommonConfig):
                 raise ConfigError(f"{env_name('auth_tokens')}: empty token for {namespace!r}")
             if token in out:
                 raise ConfigError(f"{env_name('auth_tokens')}: a token is shared by two namespaces")
+            if token != token.strip() or "/" in token or not token.isprintable():
+                raise ConfigError(
+                    f"{env_name('auth_tokens')}: the token of {namespace!r} has spaces, '/' or control characters "
+                    "(it must fit a URL path segment)"
+                )
             out[token] = namespace
         return out
 

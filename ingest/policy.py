@@ -1,13 +1,17 @@
-"""What the ingest decides per event before anything is written: who may write (per-namespace bearer
-tokens), whether to keep it (sampling by a hash of the join key, so a request and its response share the
-decision), and what to hide (redaction of JSON body fields and of headers)."""
+"""What the ingest decides per event before anything is written: who may write (per-namespace tokens, in
+``Authorization`` or in ``logger.url``, or the caller's mesh identity), whether to keep it (sampling by a hash
+of the join key, so a request and its response share the decision), and what to hide (redaction of JSON body
+fields and of headers)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -18,32 +22,97 @@ from ingest.errors import Forbidden, Unauthorized
 REDACTED = "[REDACTED]"
 
 
-class Auth:
-    """Bearer tokens per namespace. A token for namespace A cannot write an event claiming namespace B."""
+#: where a token may travel besides ``Authorization``: ``logger.url`` = ``http://host/token/<token>`` (a path segment
+#: KServe's agent posts to as it is given) or ``http://host/?token=<token>``
+TOKEN_PATH_PREFIX = "/token/"
+TOKEN_QUERY = "token"
+XFCC_HEADER = "X-Forwarded-Client-Cert"
 
-    def __init__(self, tokens: dict[str, str]) -> None:
-        self.tokens = tokens  # token → namespace ('*' = any)
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request presents: a bearer token (header, URL path or query, first found) and the raw XFCC."""
+
+    token: str | None = field(default=None, repr=False)
+    xfcc: str | None = None
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str], path: str, query: Mapping[str, str]) -> Credentials:
+        token = None
+        scheme, _, value = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            token = value.strip()
+        elif path.startswith(TOKEN_PATH_PREFIX):
+            token = unquote(path[len(TOKEN_PATH_PREFIX) :].split("/", 1)[0]) or None
+        elif query.get(TOKEN_QUERY):
+            token = query[TOKEN_QUERY]
+        return cls(token, headers.get(XFCC_HEADER))
+
+
+def spiffe_namespace(xfcc: str, trust_domain: str) -> str | None:
+    """The namespace of the caller's SPIFFE id ``spiffe://<trust_domain>/ns/<ns>/sa/<sa>`` in the XFCC element
+    the nearest proxy added (the last one), or ``None``."""
+    element = xfcc.rsplit(",", 1)[-1]
+    prefix = f"spiffe://{trust_domain}/ns/"
+    for part in element.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() != "uri":
+            continue
+        uri = value.strip().strip('"')
+        if uri.startswith(prefix):
+            ns, _, rest = uri[len(prefix) :].partition("/")
+            if ns and rest.startswith("sa/") and len(rest) > 3:
+                return ns
+    return None
+
+
+class Auth:
+    """Who may write which namespace. A bearer token is configured per namespace (``'*'``: any); KServe's agent
+    sends no ``Authorization`` header, so the token may also travel in ``logger.url`` (:class:`Credentials`).
+    With ``xfcc_trust_domain`` set, a caller whose mesh identity (Istio's ``X-Forwarded-Client-Cert``) is in
+    namespace N may write N. A credential for A cannot write an event claiming namespace B (403); none, or an
+    unknown token, is 401. Tokens are compared in constant time (digests, every configured token each time)."""
+
+    def __init__(self, tokens: dict[str, str], xfcc_trust_domain: str = "") -> None:
+        self._digests = [(hashlib.sha256(t.encode()).digest(), ns) for t, ns in tokens.items()]
+        self.xfcc_trust_domain = xfcc_trust_domain
+
+    def __repr__(self) -> str:
+        return f"Auth(tokens={len(self._digests)}, xfcc_trust_domain={self.xfcc_trust_domain!r})"
 
     @property
     def enabled(self) -> bool:
-        return bool(self.tokens)
+        return bool(self._digests) or bool(self.xfcc_trust_domain)
 
-    def check(self, authorization: str | None, events: Sequence[LoggedEvent]) -> None:
+    def _token_namespace(self, token: str) -> str | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        found = None
+        for known, namespace in self._digests:  # no early exit: the time does not say which token matched
+            if hmac.compare_digest(digest, known):
+                found = namespace
+        return found
+
+    def check(self, credentials: Credentials, events: Sequence[LoggedEvent]) -> None:
         if not self.enabled:
             return
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
-        namespace = self.tokens.get(token.strip())
-        if namespace is None:
-            raise Unauthorized("unknown bearer token")
+        if credentials.token is not None:
+            namespace = self._token_namespace(credentials.token)
+            if namespace is None:
+                raise Unauthorized("unknown token")
+            how = "this token"
+        elif self.xfcc_trust_domain and credentials.xfcc:
+            namespace = spiffe_namespace(credentials.xfcc, self.xfcc_trust_domain)
+            if namespace is None:
+                raise Unauthorized(f"no SPIFFE id of trust domain {self.xfcc_trust_domain!r} in {XFCC_HEADER}")
+            how = "this mesh identity"
+        else:
+            where = f"Authorization: Bearer, {TOKEN_PATH_PREFIX}<token> or ?{TOKEN_QUERY}= in logger.url"
+            raise Unauthorized(f"a token is required ({where})")
         if namespace == "*":
             return
         for ev in events:
             if ev.namespace != namespace:
-                raise Forbidden(
-                    f"this token may write namespace {namespace!r}, not {ev.namespace!r}", attribute="namespace"
-                )
+                raise Forbidden(f"{how} may write namespace {namespace!r}, not {ev.namespace!r}", attribute="namespace")
 
 
 class Sampler:
@@ -171,7 +240,7 @@ class Policy:
     @classmethod
     def from_config(cls, cfg: IngestConfig) -> Policy:
         return cls(
-            Auth(cfg.tokens()),
+            Auth(cfg.tokens(), cfg.auth_xfcc_trust_domain),
             Sampler(cfg.sampling_rates()),
             Redactor(cfg.redacted_field_paths(), cfg.redacted_header_names()),
         )

@@ -250,6 +250,32 @@ async def test_policy_in_the_app(make: Factory) -> None:
     assert orjson.loads(producer.topic_records()[0].value) == {"x": "[REDACTED]", "y": 2}
 
 
+async def test_the_stock_agent_authenticates_with_the_token_in_its_logger_url(make: Factory) -> None:
+    # KServe's agent sends no Authorization header: the token is in the URL it posts to
+    client, producer, _ = await make(auth_tokens="default=tok-d,prod=p+q")
+    headers = dict(examples.B_REQUEST.headers)
+    assert (await client.post("/token/tok-d", data=b"{}", headers=headers)).status == 202
+    assert (await client.post("/?token=tok-d", data=b"{}", headers=headers)).status == 202
+    assert (await client.post("/token/p%2Bq", data=b"{}", headers={**headers, "Ce-Namespace": "prod"})).status == 202
+    assert (await client.post("/token/tok-x", data=b"{}", headers=headers)).status == 401
+    resp = await client.post("/token/p%2Bq", data=b"{}", headers=headers)  # prod's token, namespace default
+    assert resp.status == 403
+    assert len(producer.topic_records()) == 3
+
+
+async def test_a_trusted_sidecar_identity_writes_its_own_namespace(make: Factory) -> None:
+    client, producer, _ = await make(auth_xfcc_trust_domain="cluster.local")
+    headers = dict(examples.B_REQUEST.headers)
+    xfcc = "By=spiffe://cluster.local/ns/inferlog/sa/ingest;URI=spiffe://cluster.local/ns/{}/sa/model"
+    ok = {**headers, "X-Forwarded-Client-Cert": xfcc.format(headers["Ce-Namespace"])}
+    assert (await client.post("/", data=b"{}", headers=ok)).status == 202
+    assert (
+        await client.post("/", data=b"{}", headers={**headers, "X-Forwarded-Client-Cert": xfcc.format("x")})
+    ).status == 403
+    assert (await client.post("/", data=b"{}", headers=headers)).status == 401
+    assert len(producer.topic_records()) == 1
+
+
 async def test_probes(make: Factory) -> None:
     client, _, _ = await make()
     assert (await client.get("/healthz")).status == 200
