@@ -24,6 +24,13 @@ for the run and deleted afterwards.
     .venv/bin/python bench/ingest.py                  # defaults: 1 KiB and 64 KiB, 64 connections
     .venv/bin/python bench/ingest.py --sizes 1024 --duration 10 --connections 128
     .venv/bin/python bench/ingest.py --ingest-args "--kafka-options compression.type=none"   # an ingest setting
+    .venv/bin/python bench/ingest.py --tls            # HTTPS: a new TLS connection per event, as KServe's agent
+
+``--tls`` measures the ingest alone in four ways, one after the other in the same run, with ``--connections``
+concurrent senders (default there 16): plain HTTP on keep-alive connections (what the agent does for ``http://``:
+Go's shared default transport), plain HTTP with a new connection per event, and HTTPS with a new TCP connection
+and a full TLS handshake per event (the agent makes a new transport per event for ``https://``: no reuse, no
+session resumption) for an ECDSA P-256 and for an RSA-2048 certificate (throw-away ones from a local CA).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import asyncio
 import os
 import shlex
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -244,6 +252,120 @@ async def open_loop(port: int, parts: tuple[bytes, bytes], connections: int, rat
     return Result(rate, _pct(lat, 0.5), _pct(lat, 0.99), errors)
 
 
+async def connect_loop(
+    port: int, parts: tuple[bytes, bytes], senders: int, duration: float, tls: ssl.SSLContext | None
+) -> Result:
+    """Like :func:`closed_loop`, but every event on a new connection (TCP, and a full TLS handshake with ``tls``)."""
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + duration
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            data = parts[0] + str(uuid.uuid4()).encode() + parts[1]
+            t0 = time.perf_counter()
+            try:
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
+                )
+                status = await _exchange(reader, writer, data)
+                writer.close()
+            except (OSError, asyncio.IncompleteReadError):
+                status = 0
+            lat.append(time.perf_counter() - t0)
+            errors += status != 202
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(senders)))
+    elapsed = time.perf_counter() - started
+    return Result(len(lat) / elapsed, _pct(lat, 0.5), _pct(lat, 0.99), errors)
+
+
+def run_tls(args: argparse.Namespace) -> int:
+    """The ingest over plain HTTP and over HTTPS with a handshake per event, ECDSA P-256 and RSA-2048."""
+    from confluent_kafka.admin import AdminClient
+
+    from core.config import CommonConfig, load
+    from core.topics import TopicSpec, ensure_topics
+    from ingest import loop
+
+    sys.path.insert(0, str(ROOT))
+    from tests.support.certs import CA
+
+    common = load(CommonConfig)
+    topic = f"bench.ingest.tls.{uuid.uuid4().hex[:8]}"
+    ensure_topics(common, [TopicSpec(topic, common.partitions)])
+    work = Path(tempfile.mkdtemp(prefix="inferlog-bench-tls-"))
+    ca = CA("ec")
+    client = ssl.create_default_context(cadata=ca.pem.decode())
+    modes: list[tuple[str, str | None, ssl.SSLContext | None, bool]] = [
+        ("http keep-alive", None, None, True),
+        ("http new conn", None, None, False),
+        ("https ECDSA P-256", "ec", client, False),
+        ("https RSA-2048", "rsa", client, False),
+    ]
+    senders = args.connections if args.connections != 64 else 16
+    rows: list[tuple[str, int, Result, float, float]] = []
+    try:
+        for size in args.sizes:
+            body = make_body(size)
+            for name, key_type, tls, keep_alive in modes:
+                extra = shlex.split(args.ingest_args)
+                if key_type is not None:
+                    issued = ca.issue(key_type)  # type: ignore[arg-type]
+                    cert, key = work / f"{key_type}.crt", work / f"{key_type}.key"
+                    issued.write(cert, key)
+                    extra += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+                port = free_port()
+                proc = start_server("ingest", port, topic, str(work / "spool"), extra)
+                try:
+                    parts = request_parts(port, body, "bench")
+
+                    def phase(
+                        seconds: float,
+                        parts: tuple[bytes, bytes] = parts,
+                        port: int = port,
+                        keep_alive: bool = keep_alive,
+                        tls: ssl.SSLContext | None = tls,
+                    ) -> Result:
+                        if keep_alive:
+                            return loop.run(closed_loop(port, parts, senders, seconds))
+                        return loop.run(connect_loop(port, parts, senders, seconds, tls))
+
+                    phase(min(1.0, args.duration))  # warm-up
+                    cpu0, gen0 = cpu_seconds(proc.pid), time.process_time()
+                    res = phase(args.duration)
+                    cpu1, gen1 = cpu_seconds(proc.pid), time.process_time()
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+                events = max(1.0, res.rate * args.duration)
+                server_us, gen_us = (cpu1 - cpu0) / events * 1e6, (gen1 - gen0) / events * 1e6
+                rows.append((name, size, res, server_us, gen_us))
+                print(
+                    f"{name:18s} {size:>6d} B  {res.rate:7.0f} ev/s  p50 {res.p50_ms:6.2f} ms  p99 {res.p99_ms:7.2f} ms"
+                    f"  server CPU {server_us:5.0f} us/event  load generator {gen_us:5.0f} us/event  "
+                    f"errors {res.errors}",
+                    flush=True,
+                )
+    finally:
+        AdminClient({"bootstrap.servers": common.kafka_bootstrap}).delete_topics([topic])
+    print()
+    for size in args.sizes:
+        base = next(r for r in rows if r[0] == "http keep-alive" and r[1] == size)
+        for name, _, res, server_us, _ in (r for r in rows if r[1] == size):
+            print(
+                f"{size:>6d} B  {name:18s} {res.rate / base[2].rate:5.2f} x the keep-alive rate, "
+                f"server CPU {server_us / base[3]:5.2f} x"
+            )
+    print(
+        f"\n{os.cpu_count()} cores; {senders} concurrent senders; {args.duration:.0f} s per phase; TLS 1.3 (Python's "
+        "defaults on both sides), no session resumption; the load generator's handshakes share the machine."
+    )
+    return 0
+
+
 # -- servers ----------------------------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -407,6 +529,11 @@ def main() -> int:
         action="store_true",
         help="skip the floor server (the least any acknowledging ingest must do: produce + delivery report)",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="the ingest over HTTP and over HTTPS with a new TLS connection per event (ECDSA P-256, RSA-2048)",
+    )
     p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--serve-floor", nargs=2, metavar=("PORT", "TOPIC"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -416,7 +543,7 @@ def main() -> int:
     if args.serve_floor:
         serve_floor(int(args.serve_floor[0]), args.serve_floor[1])
         return 0
-    return run(args)
+    return run_tls(args) if args.tls else run(args)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from ingest.parse import parse, problem
 from ingest.policy import Credentials, Policy
 from ingest.service import Ingest, Producer
 from ingest.spool import Spool
+from ingest.tls import ReloadingTLS
 
 log = logging.getLogger("ingest")
 
@@ -205,14 +206,29 @@ def build_app(
     return app
 
 
+async def _watch_certificate(tls: ReloadingTLS, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)  # a polling period, not a synchronisation
+        await asyncio.to_thread(tls.maybe_reload)
+
+
 async def serve(cfg: IngestConfig, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT: then stop accepting, finish in-flight requests, drain a round, flush Kafka."""
     app = build_app(cfg)
+    tls = ReloadingTLS(cfg.tls_cert_file, cfg.tls_key_file) if cfg.tls_cert_file else None
     runner = web.AppRunner(app, shutdown_timeout=cfg.shutdown_timeout_s, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, backlog=1024, reuse_address=True)
+    site = web.TCPSite(
+        runner, cfg.host, cfg.port, backlog=1024, reuse_address=True, ssl_context=tls.context if tls else None
+    )
     await site.start()
-    extra = {"host": cfg.host, "port": cfg.port, "event_loop": type(asyncio.get_running_loop()).__module__}
+    reloader = asyncio.create_task(_watch_certificate(tls, cfg.tls_reload_interval_s)) if tls else None
+    extra = {
+        "host": cfg.host,
+        "port": cfg.port,
+        "scheme": "https" if tls else "http",
+        "event_loop": type(asyncio.get_running_loop()).__module__,
+    }
     log.info("ingest listening", extra={**extra, "settings": config_mod.redacted(cfg)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -223,5 +239,7 @@ async def serve(cfg: IngestConfig, *, ready: asyncio.Event | None = None) -> Non
         ready.set()
     await stop.wait()
     log.info("shutting down: no new connections, finishing in-flight requests")
+    if reloader is not None:
+        reloader.cancel()
     await runner.cleanup()
     log.info("ingest stopped")

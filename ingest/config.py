@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from core.config import CommonConfig, env_name, parse_pairs, setting
@@ -56,6 +57,13 @@ class IngestConfig(CommonConfig):
         "write namespace <ns> (e.g. cluster.local). Set it only when an Istio sidecar that sanitizes the header "
         "fronts the ingest with mTLS; empty: not trusted",
     )
+    tls_cert_file: str = setting(
+        "", "PEM certificate chain (leaf first) to serve HTTPS with; reloaded when it changes. Empty: plain HTTP"
+    )
+    tls_key_file: str = setting("", "PEM private key of tls_cert_file")
+    tls_reload_interval_s: float = setting(
+        10.0, "How often the certificate files are checked for a rotation (cert-manager replaces them)"
+    )
     shutdown_timeout_s: float = setting(20.0, "On SIGTERM: time to finish in-flight requests and flush Kafka")
     linger_ms: int = setting(2, "librdkafka linger.ms: how long concurrent requests share a batch")
 
@@ -76,6 +84,14 @@ class IngestConfig(CommonConfig):
             raise ConfigError(
                 f"{env_name('max_body_bytes')} must be <= {KAFKA_VALUE_LIMIT} when the claim check is disabled"
             )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError(f"{env_name('tls_cert_file')} and {env_name('tls_key_file')} go together")
+        for name in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"{env_name(name)}: {path} is not a readable file")
+        if self.tls_reload_interval_s <= 0:
+            raise ConfigError(f"{env_name('tls_reload_interval_s')} must be > 0")
         self.sampling_rates()
         self.tokens()
 
