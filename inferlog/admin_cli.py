@@ -41,6 +41,7 @@ def all_config_classes() -> list[type[CommonConfig]]:
         ("ingest.config", "IngestConfig"),
         ("streams.config", "StreamsConfig"),
         ("sinks.config", "SinkConfig"),
+        ("inferlog.console.config", "ConsoleConfig"),
         ("inferlog_stack.manager", "StackConfig"),
     ):
         if importlib.util.find_spec(module_name) is not None:

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "inferlog.replay_cli",
     "inferlog.tail_cli",
     "inferlog.stats_cli",
+    "inferlog.console_cli",
 )
 ENTRY_POINT_GROUP = "inferlog.commands"
 

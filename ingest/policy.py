@@ -95,6 +95,16 @@ class Auth:
     def check(self, credentials: Credentials, events: Sequence[LoggedEvent]) -> None:
         if not self.enabled:
             return
+        namespace, how = self.identify(credentials)
+        if namespace == "*":
+            return
+        for ev in events:
+            if ev.namespace != namespace:
+                raise Forbidden(f"{how} may write namespace {namespace!r}, not {ev.namespace!r}", attribute="namespace")
+
+    def identify(self, credentials: Credentials) -> tuple[str, str]:
+        """(the namespace the credentials stand for, ``'*'`` for any; what they are, for messages), or
+        :class:`Unauthorized`."""
         if credentials.token is not None:
             namespace = self._token_namespace(credentials.token)
             if namespace is None:
@@ -108,11 +118,7 @@ class Auth:
         else:
             where = f"Authorization: Bearer, {TOKEN_PATH_PREFIX}<token> or ?{TOKEN_QUERY}= in logger.url"
             raise Unauthorized(f"a token is required ({where})")
-        if namespace == "*":
-            return
-        for ev in events:
-            if ev.namespace != namespace:
-                raise Forbidden(f"{how} may write namespace {namespace!r}, not {ev.namespace!r}", attribute="namespace")
+        return namespace, how
 
 
 class Sampler:

@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/local/bootstrap.sh
+# The console's browser tests drive Debian's chromium (browser downloads cannot be fetched here); only the tests
+# need it, so it is installed here and not by the bootstrap that `make run` shares.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing chromium with apt-get" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "test: chromium is missing (apt-get install -y chromium): the browser tests will be skipped" >&2
+  fi
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff";  ruff check .

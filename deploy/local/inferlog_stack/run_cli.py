@@ -103,6 +103,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--once", action="store_true", help="with --demo: stop the pipeline after the reconciliation")
     p.add_argument("--settle-timeout", type=float, default=120.0, help="seconds to wait for the counts to balance")
     p.add_argument("--ingest-port", type=int, default=8080, help="port of the ingest (default 8080)")
+    p.add_argument("--console-port", type=int, default=8090, help="port of the web console (default 8090; 0: none)")
     p.add_argument(
         "--metrics-port-base",
         type=int,
@@ -159,6 +160,19 @@ def _children(cfg: StackConfig, args: argparse.Namespace, env: dict[str, str]) -
                 env,
             )
             for n, spec in enumerate(specs(), start=1)
+        ),
+        *(
+            [
+                Child(
+                    "console",
+                    ["console", "--console-port", str(args.console_port)],
+                    _ready_at(f"http://127.0.0.1:{args.console_port}/healthz"),
+                    run_dir / "console.log",
+                    env,
+                )
+            ]
+            if args.console_port
+            else []
         ),
     ]
 
@@ -259,6 +273,7 @@ inferlog is running (ready in {took:.0f}s).
   Point KServe at the ingest:   spec.predictor.logger: {{mode: all, url: {url}}}
                                 (in a cluster: http://inferlog-ingest.<namespace>.svc.cluster.local/)
   Ingest metrics:               {url}metrics
+  Web console:                  {f"http://127.0.0.1:{args.console_port}/" if args.console_port else "(off)"}
   Follow joined records:        .venv/bin/inferlog tail
   Follow failed requests:       .venv/bin/inferlog tail --failures
   Reconcile counts per model:   .venv/bin/inferlog stats
