@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both install what they need from this repository's files.
-.PHONY: run test demo stack-stop lock
+.PHONY: run test demo stack-stop lock monitoring-check
 
 run:   ## start the local real stack and the whole pipeline, with demo traffic
 	bash deploy/local/run.sh
@@ -9,6 +9,13 @@ test:  ## install, lint, type-check, start the local real stack, run all tests
 
 stack-stop:
 	.venv/bin/inferlog stack stop
+
+# promtool check/test rules on deploy/k8s/monitoring (alerts and dashboard queries), then its pytest. The first
+# run builds the pinned promtool from the Go module proxy into ~/.cache/inferlog (13 min on a busy 2-core
+# machine); `make test` runs the promtool tests only once that binary exists.
+monitoring-check:  ## check the Prometheus alerts and the Grafana dashboard with the real promtool
+	bash deploy/k8s/monitoring/check.sh
+	.venv/bin/pytest -q tests/unit/test_monitoring_rules.py
 
 # The image's runtime dependencies, exact and hashed, for CPython 3.11 on linux x86_64 (deploy/Dockerfile
 # installs from it). Run after changing [project.dependencies]: pins that still fit are kept (`make lock

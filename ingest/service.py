@@ -9,8 +9,9 @@ answered, but it stays in librdkafka, which keeps retrying it (idempotently) for
 Failing it there instead would not take it back: a record already sent when the broker went away may have been
 written, and the drain would then write it a second time. So the drain waits until librdkafka has settled every
 handed-over record, and skips the spooled copy of each one it delivered. The events topic then holds each
-acknowledged event once, unless the ingest dies (or Kafka stays away beyond ``delivery_timeout_s``) while a
-record is in both places; a redelivered event is dropped by the join's deduplication in that case.
+acknowledged event once, unless the ingest stops or dies (or Kafka stays away beyond ``delivery_timeout_s``)
+while a record is in both places: the next drain then sends the spooled copy too, and the join's deduplication
+drops it.
 """
 
 from __future__ import annotations

@@ -792,6 +792,9 @@ class SinkRunner:
             # open, in-flight and pending batches are dropped uncommitted: the next owner reads them again and
             # cuts them the same way (writes still running are forgotten)
             self._parts.pop((p.topic, p.partition), None)
+            # the next owner reports this partition's lag: a value left here would stay frozen, count twice in
+            # a per-sink sum and look like a lag that never goes down (deploy/k8s/monitoring alerts on that)
+            LAG.remove(self.sink.kind, p.topic, str(p.partition))
         PAUSED.labels(self.sink.kind).set(self._paused())
         log.info(
             "revoked", extra={"sink": self.sink.kind, "partitions": [f"{p.topic}:{p.partition}" for p in partitions]}

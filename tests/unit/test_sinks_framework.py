@@ -269,6 +269,23 @@ def test_revoked_partition_drops_its_open_batch_uncommitted() -> None:
     assert r.partition((TOPIC, 0)).open is None and c.commits == []
 
 
+def test_revoked_partition_stops_reporting_its_lag() -> None:
+    from confluent_kafka import TopicPartition
+    from prometheus_client import REGISTRY
+
+    from sinks.framework import LAG
+
+    r, _, _ = runner()
+    labels = {"sink": r.sink.kind, "topic": TOPIC, "partition": "0"}
+    other = {**labels, "partition": "1"}
+    LAG.labels(**labels).set(7)
+    LAG.labels(**other).set(3)
+    r._on_revoke(None, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    assert REGISTRY.get_sample_value("inferlog_sink_lag", labels) is None
+    assert REGISTRY.get_sample_value("inferlog_sink_lag", other) == 3  # a partition still owned keeps its lag
+    LAG.remove(*other.values())
+
+
 def test_shutdown_keeps_deterministic_batches_open_but_flushes_idempotent_sinks() -> None:
     r, c, _ = runner()
     feed(r, [rec(0), rec(1)])
