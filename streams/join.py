@@ -29,15 +29,15 @@ Rules (all decisions are functions of the input events in partition order, never
   stored with it (``"d"``) and never recomputed.
 - **Expiry.** A pending side expires when ``W >= time + pair_timeout``: it is emitted alone
   (``request_only`` / ``response_only``) with ``detected_time = time + pair_timeout`` (its deadline, hence
-  independent of *when* it was noticed) and becomes *done*. It is also kept, body included, as *expired* until
+  independent of *when* it was noticed) and becomes *done*. Expiries are emitted in (deadline, key) order right
+  after the event that moved ``W`` past them. Done fingerprints are forgotten when
+  ``W >= their time + done_retention``. An expired side is also kept, body included, as *expired* until
   ``W >= deadline + late_window``.
 - **Correction.** A new side without a pending partner pairs with an *expired* side of the other type (chosen as
   a pending partner would be): it is emitted as a pair with the expired side's ordinal and ``revision`` 2, so
   that the record supersedes the one-sided record (same identity in the sinks) and its failure signal is
   retracted, instead of a second one-sided record. After ``late_window`` the body is gone and a late side makes
-  its own record as before. Expiries are emitted in (deadline, key) order
-  right after the event that moved ``W`` past them. Done fingerprints are forgotten when
-  ``W >= their time + done_retention``.
+  its own record as before.
 - **Idle fallback.** When a partition gets no events for ``idle_timeout`` of wall-clock time and has no backlog
   (every event of it processed and committed, :mod:`streams.idle`), the app sends an expiry marker into that
   partition of the marker topic; :meth:`Joiner.on_advance` moves ``W`` forward by the idle wall-clock time.
