@@ -9,6 +9,12 @@ need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn  >/dev/null 2>&1 || need_apt+=(maven)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+# deploy/build-image.sh (the image test): buildah without a daemon, a base image from Debian's packages. Both
+# need root to build, so only root gets them (the test skips elsewhere, naming them).
+if [ "$(id -u)" = 0 ]; then
+  command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
+  command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2

@@ -39,9 +39,14 @@ def pod_specs() -> list[dict[str, Any]]:
 
 
 def test_python_311_slim_and_inferlog_entrypoint() -> None:
+    """Both stages start from the build argument BASE, python:3.11-slim unless deploy/build-image.sh passes its
+    own Debian-built base; the argument is declared before the first FROM, where FROM can read it."""
     ins = instructions()
+    first_from = next(i for i, (word, _) in enumerate(ins) if word == "FROM")
+    global_args = dict(args.partition("=")[::2] for word, args in ins[:first_from] if word == "ARG")
+    assert global_args.get("BASE") == "python:3.11-slim", global_args
     froms = [args.split()[0] for word, args in ins if word == "FROM"]
-    assert froms and all(f == "python:3.11-slim" for f in froms), froms
+    assert len(froms) == 2 and all(f == "${BASE}" for f in froms), froms
     (entrypoint,) = [args for word, args in ins if word == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["inferlog"]  # exec form: inferlog is PID 1 and gets SIGTERM itself
     assert any(word == "RUN" and "pip install" in args and " ." in args for word, args in ins)
