@@ -8,7 +8,8 @@
 # python3-venv) and ca-certificates. It is built once and kept in buildah's image storage under a label that
 # hashes its recipe: a changed recipe builds a new one, INFERLOG_BASE_REFRESH=1 rebuilds it anyway (to take
 # Debian's newest security updates). The image build keeps its layers (--layers, in buildah's storage), so a
-# rebuild with an unchanged requirements.lock reuses the dependency layer and downloads nothing.
+# rebuild with an unchanged requirements.lock reuses the dependency layer and downloads nothing; the build stage
+# is tagged TAG-build to keep that layer. Images these tags (and the base's) named before are removed.
 # Needs root (mmdebstrap's root mode, buildah's storage); apt-get install -y buildah mmdebstrap.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +40,8 @@ mm_args=(
 )
 key=$(printf '%s\n' "$suite" "${mirrors[@]}" "${mm_args[@]}" | sha256sum | cut -c1-16)
 
+image_id() { buildah images --quiet --no-trunc "$1" 2>/dev/null || true; }
+previous_base=$(image_id "$base")
 have_key=$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "io.inferlog.base-recipe"}}' "$base" 2>/dev/null || true)
 if [ "$have_key" != "$key" ] || [ "${INFERLOG_BASE_REFRESH:-0}" = 1 ]; then
   echo "build-image: making $base from Debian $suite packages (mmdebstrap)" >&2
@@ -67,12 +70,20 @@ fi
 ca=${INFERLOG_BUILD_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 vol=()
 [ -f "$ca" ] && vol=(--volume "$ca:/etc/ssl/certs/ca-certificates.crt:ro")
-previous=$(buildah images --quiet --no-trunc "$tag" 2>/dev/null || true)
+# The build stage gets a tag of its own (TAG-build): its last image is what keeps the cached dependency layer
+# alive, and no other image refers to it. An image a tag named before is removed once the tag moves on (a
+# changed source tree or lock), or every rebuild would leave ~600 MB behind, untagged.
+case ${tag##*/} in *:*) build_tag=$tag-build ;; *) build_tag=$tag:build ;; esac
+names=("$build_tag" "$tag" "$base")
+previous=("$(image_id "$build_tag")" "$(image_id "$tag")" "$previous_base")
+bud=(buildah bud --isolation chroot --layers --force-rm "${vol[@]}" --build-arg BASE="$base"
+     -f "$root/deploy/Dockerfile" --ignorefile "$root/deploy/Dockerfile.dockerignore")
 t0=$(date +%s)
-buildah bud --isolation chroot --layers --force-rm "${vol[@]}" --build-arg BASE="$base" \
-  -f "$root/deploy/Dockerfile" --ignorefile "$root/deploy/Dockerfile.dockerignore" -t "$tag" "$root"
-# The image this tag named before: with a changed source tree its last layer (the venv, ~500 MB) is new, and
-# the old one would otherwise stay behind, untagged, at every build.
-current=$(buildah images --quiet --no-trunc "$tag")
-if [ -n "$previous" ] && [ "$previous" != "$current" ]; then buildah rmi "$previous" >/dev/null 2>&1 || true; fi
+"${bud[@]}" --target build -t "$build_tag" "$root"
+"${bud[@]}" -t "$tag" "$root"
+for i in 0 1 2; do
+  if [ -n "${previous[$i]}" ] && [ "${previous[$i]}" != "$(image_id "${names[$i]}")" ]; then
+    buildah rmi "${previous[$i]}" >/dev/null 2>&1 || true
+  fi
+done
 echo "build-image: $tag built in $(( $(date +%s) - t0 ))s, $(buildah images --format '{{.Size}}' "$tag")" >&2
