@@ -11,8 +11,8 @@ stack-stop:
 	.venv/bin/inferlog stack stop
 
 # promtool check/test rules on deploy/k8s/monitoring (alerts and dashboard queries), then its pytest. The first
-# run builds the pinned promtool from the Go module proxy into ~/.cache/inferlog (13 min on a busy 2-core
-# machine); `make test` runs the promtool tests only once that binary exists.
+# run builds the pinned promtool from the Go module proxy into ~/.cache/inferlog (8 CPU-minutes: 13-16 min on
+# a busy 2-core machine); `make test` runs the promtool tests only once that binary exists.
 monitoring-check:  ## check the Prometheus alerts and the Grafana dashboard with the real promtool
 	bash deploy/k8s/monitoring/check.sh
 	.venv/bin/pytest -q tests/unit/test_monitoring_rules.py

@@ -271,8 +271,8 @@ def _cached_promtool() -> Path:
 @pytest.fixture(scope="module")
 def check_env() -> dict[str, str]:
     """The environment for check.sh: PROMTOOL when given, else the cached build. The tests never build it
-    themselves: a cold build took 13 minutes on a busy 2-core machine, which `make test` (CI) should not pay on every
-    new machine; `make monitoring-check` builds it once."""
+    themselves: a cold build takes 8 CPU-minutes (13-16 minutes on a busy 2-core machine), which `make test` (CI)
+    should not pay on every new machine; `make monitoring-check` builds it once."""
     env = {"PYTHON": sys.executable}  # render.py needs PyYAML: this interpreter has it
     if os.environ.get("PROMTOOL"):
         env["PROMTOOL"] = os.environ["PROMTOOL"]
