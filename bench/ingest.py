@@ -18,13 +18,24 @@ The no-op baseline is served exactly like the ingest: same event loop (uvloop wh
 ``ingest/loop.py``), same runner settings, and it reads the body the same way before answering 202. It prints
 both servers' figures, the ratio ingest / no-op of events/s and the CPU ratio (no-op CPU/event / ingest
 CPU/event). Requests are KServe-shaped binary-mode CloudEvents (v2 bodies of the chosen size, fresh ``Ce-Id``
-each). The ingest acknowledges each one only after Kafka's delivery report (acks=all). The topic is created
-for the run and deleted afterwards.
+each). The ingest acknowledges each one only after Kafka's delivery report (acks=all).
 
     .venv/bin/python bench/ingest.py                  # defaults: 1 KiB and 64 KiB, 64 connections
     .venv/bin/python bench/ingest.py --sizes 1024 --duration 10 --connections 128
     .venv/bin/python bench/ingest.py --ingest-args "--kafka-options compression.type=none"   # an ingest setting
     .venv/bin/python bench/ingest.py --tls            # HTTPS: a new TLS connection per event, as KServe's agent
+    .venv/bin/python bench/ingest.py --peers benthos  # peer gateways beside the ingest (see bench/peers.py)
+
+``--peers benthos[,strimzi]`` adds peer HTTP → Kafka gateways, each with the fair configuration of
+``bench/peers.py`` (idempotent, acks=all, lz4, the CloudEvent attributes as headers, an answer after the ack),
+measured with the same phases. Benthos is built from the Go module proxy on the first run and cached; the Strimzi
+bridge runs only when a built distribution is there (``--strimzi-dir``), else it is skipped with one line.
+
+Every server that writes to Kafka gets a fresh topic of its own; afterwards its records are counted there and
+compared with its 2xx answers (``lost``/``extra``, both must be 0). The broker's CPU (the local stack's Kafka
+JVM, from /proc) is read over each server's closed loop too: a gateway can look cheap by leaving work to the
+broker (small batches, no compression). Each server's warm-up and phases share one set of keep-alive
+connections, so per-connection set-up is not measured.
 
 ``--tls`` measures the ingest alone in four ways, one after the other in the same run, with ``--connections``
 concurrent senders (default there 16): plain HTTP on keep-alive connections (what the agent does for ``http://``:
@@ -39,6 +50,7 @@ import argparse
 import asyncio
 import os
 import shlex
+import shutil
 import socket
 import ssl
 import subprocess
@@ -54,6 +66,22 @@ ROOT = Path(__file__).resolve().parent.parent
 # This script is named like the ``ingest`` package: do not let its directory shadow it.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 INFERLOG = str(Path(sys.executable).parent / "inferlog")
+sys.path.insert(0, str(ROOT))  # bench.peers (and, in --tls, tests.support)
+from bench.peers import (  # noqa: E402
+    BENTHOS_VERSION,
+    STRIMZI_VERSION,
+    Tally,
+    benthos_binary,
+    benthos_command,
+    benthos_config,
+    build_benthos,
+    count_records,
+    strimzi_command,
+    strimzi_config,
+    strimzi_home,
+    strimzi_missing,
+    strimzi_request_parts,
+)
 
 
 # -- the baseline servers ----------------------------------------------------------------------------------------
@@ -158,16 +186,29 @@ def make_body(size: int) -> bytes:
     return body + b" " * max(0, size - len(body))
 
 
+def ce_attributes(ns: str) -> dict[str, str]:
+    """The binary-mode CloudEvent headers KServe's logger sends, but ``Ce-Id`` (fresh for each request)."""
+    return {
+        "Ce-Annotations": '{"team":"bench"}',
+        "Ce-Component": "predictor",
+        "Ce-Endpoint": "",
+        "Ce-Inferenceservicename": "bench-model",
+        "Ce-Metadata": '{"X-Request-Id":["r-1"]}',
+        "Ce-Namespace": ns,
+        "Ce-Recordedtime": "2026-03-10T09:14:03.8150021Z",
+        "Ce-Source": "http://localhost:9081/",
+        "Ce-Specversion": "1.0",
+        "Ce-Time": "2026-03-10T09:14:03.811983Z",
+        "Ce-Type": "org.kubeflow.serving.inference.request",
+    }
+
+
 def request_parts(port: int, body: bytes, ns: str) -> tuple[bytes, bytes]:
     """The request bytes before and after the 36-character Ce-Id."""
+    ce = "".join(f"{k}: {v}\r\n" for k, v in ce_attributes(ns).items())
     head = (
         f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: Go-http-client/1.1\r\n"
-        f'Content-Length: {len(body)}\r\nCe-Annotations: {{"team":"bench"}}\r\nCe-Component: predictor\r\n'
-        "Ce-Endpoint: \r\nCe-Inferenceservicename: bench-model\r\n"
-        f'Ce-Metadata: {{"X-Request-Id":["r-1"]}}\r\nCe-Namespace: {ns}\r\n'
-        "Ce-Recordedtime: 2026-03-10T09:14:03.8150021Z\r\nCe-Source: http://localhost:9081/\r\n"
-        "Ce-Specversion: 1.0\r\nCe-Time: 2026-03-10T09:14:03.811983Z\r\n"
-        "Ce-Type: org.kubeflow.serving.inference.request\r\nContent-Type: application/json\r\nCe-Id: "
+        f"Content-Length: {len(body)}\r\n{ce}Content-Type: application/json\r\nCe-Id: "
     ).encode()
     return head, b"\r\n\r\n" + body
 
@@ -177,7 +218,27 @@ class Result:
     rate: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    errors: int  # answers other than 2xx (the ingest answers 202, Benthos 200, the Strimzi bridge 200)
+    n: int = 0  # requests answered
+    ok: int = 0  # 2xx answers: what the server promised is in its topic
+
+
+Pool = list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+
+
+async def open_pool(port: int, connections: int) -> Pool:
+    """Keep-alive connections shared by a server's warm-up and measured phases: a server that sets up state per
+    connection (the Strimzi bridge opens a Kafka producer for each) does it in the warm-up, not while measured."""
+    return list(await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(connections))))
+
+
+def close_pool(pool: Pool) -> None:
+    for _, writer in pool:
+        writer.close()
+
+
+def _ok(status: int) -> bool:
+    return 200 <= status < 300
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> int:
@@ -199,57 +260,67 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-async def closed_loop(port: int, parts: tuple[bytes, bytes], connections: int, duration: float) -> Result:
+async def closed_loop(
+    port: int, parts: tuple[bytes, bytes], connections: int, duration: float, pool: Pool | None = None
+) -> Result:
+    """``connections`` senders back to back for ``duration`` seconds, on ``pool``'s connections if given (else
+    on new ones, closed at the end)."""
     lat: list[float] = []
-    errors = 0
+    errors = ok = 0
     stop = time.perf_counter() + duration
+    conns = pool if pool is not None else await open_pool(port, connections)
 
-    async def worker() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while time.perf_counter() < stop:
-                data = parts[0] + str(uuid.uuid4()).encode() + parts[1]
-                t0 = time.perf_counter()
-                status = await _exchange(reader, writer, data)
-                lat.append(time.perf_counter() - t0)
-                errors += status != 202
-        finally:
-            writer.close()
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal errors, ok
+        while time.perf_counter() < stop:
+            data = parts[0] + str(uuid.uuid4()).encode() + parts[1]
+            t0 = time.perf_counter()
+            status = await _exchange(reader, writer, data)
+            lat.append(time.perf_counter() - t0)
+            ok += _ok(status)
+            errors += not _ok(status)
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(connections)))
+    try:
+        await asyncio.gather(*(worker(r, w) for r, w in conns))
+    finally:
+        if pool is None:
+            close_pool(conns)
     elapsed = time.perf_counter() - started
-    return Result(len(lat) / elapsed, _pct(lat, 0.5), _pct(lat, 0.99), errors)
+    return Result(len(lat) / elapsed, _pct(lat, 0.5), _pct(lat, 0.99), errors, len(lat), ok)
 
 
-async def open_loop(port: int, parts: tuple[bytes, bytes], connections: int, rate: float, duration: float) -> Result:
+async def open_loop(
+    port: int, parts: tuple[bytes, bytes], connections: int, rate: float, duration: float, pool: Pool | None = None
+) -> Result:
     lat: list[float] = []
-    errors = 0
+    errors = ok = 0
     total = int(rate * duration)
     start = time.perf_counter() + 0.1
     next_index = 0
+    conns = pool if pool is not None else await open_pool(port, connections)
 
-    async def worker() -> None:
-        nonlocal errors, next_index
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while next_index < total:
-                i = next_index
-                next_index += 1
-                due = start + i / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                data = parts[0] + str(uuid.uuid4()).encode() + parts[1]
-                status = await _exchange(reader, writer, data)
-                lat.append(time.perf_counter() - due)  # from the scheduled time: no coordinated omission
-                errors += status != 202
-        finally:
-            writer.close()
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal errors, ok, next_index
+        while next_index < total:
+            i = next_index
+            next_index += 1
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            data = parts[0] + str(uuid.uuid4()).encode() + parts[1]
+            status = await _exchange(reader, writer, data)
+            lat.append(time.perf_counter() - due)  # from the scheduled time: no coordinated omission
+            ok += _ok(status)
+            errors += not _ok(status)
 
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    return Result(rate, _pct(lat, 0.5), _pct(lat, 0.99), errors)
+    try:
+        await asyncio.gather(*(worker(r, w) for r, w in conns))
+    finally:
+        if pool is None:
+            close_pool(conns)
+    return Result(rate, _pct(lat, 0.5), _pct(lat, 0.99), errors, len(lat), ok)
 
 
 async def connect_loop(
@@ -257,11 +328,11 @@ async def connect_loop(
 ) -> Result:
     """Like :func:`closed_loop`, but every event on a new connection (TCP, and a full TLS handshake with ``tls``)."""
     lat: list[float] = []
-    errors = 0
+    errors = ok = 0
     stop = time.perf_counter() + duration
 
     async def worker() -> None:
-        nonlocal errors
+        nonlocal errors, ok
         while time.perf_counter() < stop:
             data = parts[0] + str(uuid.uuid4()).encode() + parts[1]
             t0 = time.perf_counter()
@@ -274,12 +345,13 @@ async def connect_loop(
             except (OSError, asyncio.IncompleteReadError):
                 status = 0
             lat.append(time.perf_counter() - t0)
-            errors += status != 202
+            ok += _ok(status)
+            errors += not _ok(status)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(senders)))
     elapsed = time.perf_counter() - started
-    return Result(len(lat) / elapsed, _pct(lat, 0.5), _pct(lat, 0.99), errors)
+    return Result(len(lat) / elapsed, _pct(lat, 0.5), _pct(lat, 0.99), errors, len(lat), ok)
 
 
 def run_tls(args: argparse.Namespace) -> int:
@@ -406,7 +478,23 @@ def system_busy() -> tuple[int, int]:
     return sum(f) - f[3] - f[4], sum(f)
 
 
-def start_server(kind: str, port: int, topic: str, spool_dir: str, extra: list[str]) -> subprocess.Popen[bytes]:
+def start_process(cmd: list[str], port: int, log_file: Path, timeout_s: float = 30.0) -> subprocess.Popen[bytes]:
+    """Start a server and wait for its port. Its output goes to ``log_file`` (a pipe nobody reads would block a
+    chatty server once full); the log's tail is the error if it does not start."""
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, timeout_s)
+    except TimeoutError:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise RuntimeError(f"{cmd[0]} did not start:\n{log_file.read_text(errors='replace')[-2000:]}") from None
+    return proc
+
+
+def start_server(
+    kind: str, port: int, topic: str, spool_dir: str, extra: list[str], log_file: Path | None = None
+) -> subprocess.Popen[bytes]:
     if kind == "noop":
         cmd = [sys.executable, __file__, "--serve-noop", str(port)]
     elif kind == "floor":
@@ -427,13 +515,110 @@ def start_server(kind: str, port: int, topic: str, spool_dir: str, extra: list[s
             "warning",
             *extra,
         ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return start_process(cmd, port, log_file or Path(spool_dir).parent / f"{kind}-{port}.log")
+
+
+def broker_pid() -> int | None:
+    """The local stack's Kafka broker (its JVM: the pid file names the java process itself), to charge each
+    server with the broker CPU its events cost. ``None`` when the broker was not started by the stack."""
+    from inferlog_stack.manager import StackConfig
+    from inferlog_stack.process import read_pid
+    from inferlog_stack.servers import KafkaServer
+
+    from core.config import load
+
+    return read_pid(KafkaServer(load(StackConfig)).pid_file)
+
+
+@dataclass
+class Phases:
+    """One server's load phases, all on one set of keep-alive connections."""
+
+    warm: Result
+    best: Result  # closed loop: the maximum rate
+    half: Result  # open loop at half of it
+    cpu_s: float  # the server's CPU over ``best``
+    broker_s: float | None  # the broker's CPU over ``best``
+    gen_s: float  # this process's CPU over ``best``
+    busy: float  # share of the machine busy over ``best``
+    rss_peak: float
+
+    @property
+    def acknowledged(self) -> int:
+        return self.warm.ok + self.best.ok + self.half.ok
+
+
+async def measure(
+    port: int, parts: tuple[bytes, bytes], args: argparse.Namespace, pid: int, broker: int | None
+) -> Phases:
+    """Warm-up, the closed loop (CPU of the server and the broker read around it) and the open loop at half its
+    rate. One connection set for the three: per-connection set-up stays out of the measured phases."""
+    pool = await open_pool(port, args.connections)
     try:
-        wait_port(port)
-    except TimeoutError:
-        proc.kill()
-        raise RuntimeError((proc.stderr.read() if proc.stderr else b"").decode()[-2000:]) from None
-    return proc
+        warm = await closed_loop(port, parts, args.connections, min(1.0, args.duration), pool)
+        cpu0, gen0, sys0 = cpu_seconds(pid), time.process_time(), system_busy()
+        b0 = cpu_seconds(broker) if broker else 0.0
+        best = await closed_loop(port, parts, args.connections, args.duration, pool)
+        cpu1, gen1, sys1 = cpu_seconds(pid), time.process_time(), system_busy()
+        b1 = cpu_seconds(broker) if broker else 0.0
+        half = await open_loop(port, parts, args.connections, best.rate / 2, args.duration, pool)
+        _, peak = rss_mib(pid)
+    finally:
+        close_pool(pool)
+    busy = (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1])
+    return Phases(warm, best, half, cpu1 - cpu0, (b1 - b0) if broker else None, gen1 - gen0, busy, peak)
+
+
+@dataclass
+class Row:
+    kind: str
+    size: int
+    best: Result
+    half: Result
+    peak: float  # RSS, MiB
+    cpu_us: float  # server CPU per event
+    broker_us: float | None  # broker CPU per event
+    tally: Tally | None  # None: the server writes no topic (no-op)
+
+
+def prepare_peers(args: argparse.Namespace) -> list[str]:
+    """Build or find each asked-for peer; the ones that can run, in order. Skips are one line each, not errors."""
+    names = [n.strip() for n in args.peers.split(",") if n.strip()]
+    unknown = sorted(set(names) - {"benthos", "strimzi"})
+    if unknown:
+        raise SystemExit(f"--peers: unknown {unknown}; choose from benthos, strimzi")
+    ready = []
+    for name in names:
+        if name == "benthos":
+            built = build_benthos()
+            if built.build_s is None:
+                noted = built.path.parent / "build-seconds"
+                first = f", its cold build took {noted.read_text().strip()} s" if noted.exists() else ""
+                print(f"Benthos {BENTHOS_VERSION}: cached {built.path}{first}", flush=True)
+            else:
+                print(f"Benthos {BENTHOS_VERSION}: cold build {built.build_s:.0f} s -> {built.path}", flush=True)
+            ready.append(name)
+        elif name == "strimzi":
+            why = strimzi_missing(strimzi_home(args.strimzi_dir))
+            if why:
+                print(why, flush=True)
+            else:
+                ready.append(name)
+    return ready
+
+
+def start_peer(
+    kind: str, port: int, topic: str, bootstrap: str, work: Path, args: argparse.Namespace
+) -> subprocess.Popen[bytes]:
+    log = work / f"{kind}-{port}.log"
+    if kind == "benthos":
+        conf = work / f"benthos-{port}.yaml"
+        conf.write_text(benthos_config(port, topic, bootstrap))
+        return start_process(benthos_command(benthos_binary(), conf), port, log)
+    home = strimzi_home(args.strimzi_dir)
+    conf = work / f"strimzi-{port}.properties"
+    conf.write_text(strimzi_config(port, free_port(), bootstrap))
+    return start_process(strimzi_command(home, conf), port, log, timeout_s=90.0)  # a JVM's start-up
 
 
 def run(args: argparse.Namespace) -> int:
@@ -444,42 +629,57 @@ def run(args: argparse.Namespace) -> int:
     from ingest import loop
 
     common = load(CommonConfig)
-    topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
-    ensure_topics(common, [TopicSpec(topic, common.partitions)])
-    rows: list[tuple[str, int, Result, Result, float, float]] = []
-    spool = tempfile.mkdtemp(prefix="inferlog-bench-spool-")
-    try:
-        for size in args.sizes:
-            body = make_body(size)
-            for kind in ("noop", "ingest") if args.no_floor else ("noop", "floor", "ingest"):
+    admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
+    peers = prepare_peers(args)
+    broker = broker_pid()
+    if broker is None:
+        print("broker CPU not measured: the Kafka broker was not started by `inferlog stack`", flush=True)
+    rows: list[Row] = []
+    work = Path(tempfile.mkdtemp(prefix="inferlog-bench-"))
+    spool = str(work / "spool")
+    kinds = ["noop", "ingest"] if args.no_floor else ["noop", "floor", "ingest"]
+    for size in args.sizes:
+        body = make_body(size)
+        for kind in [*kinds, *peers]:
+            # A fresh topic per server and size: what it holds afterwards is exactly what that server wrote.
+            topic = f"bench.ingest.{kind}.{size}.{uuid.uuid4().hex[:8]}"
+            if kind != "noop":
+                ensure_topics(common, [TopicSpec(topic, common.partitions)])
+            try:
                 port = free_port()
-                proc = start_server(kind, port, topic, spool, shlex.split(args.ingest_args))
-                try:
+                if kind in ("benthos", "strimzi"):
+                    proc = start_peer(kind, port, topic, common.kafka_bootstrap, work, args)
+                else:
+                    proc = start_server(kind, port, topic, spool, shlex.split(args.ingest_args))
+                if kind == "strimzi":
+                    parts = strimzi_request_parts(port, topic, body, ce_attributes("bench"))
+                else:
                     parts = request_parts(port, body, "bench")
-                    loop.run(closed_loop(port, parts, args.connections, min(1.0, args.duration)))  # warm-up
-                    cpu0, gen0, sys0 = cpu_seconds(proc.pid), time.process_time(), system_busy()
-                    best = loop.run(closed_loop(port, parts, args.connections, args.duration))
-                    cpu1, gen1, sys1 = cpu_seconds(proc.pid), time.process_time(), system_busy()
-                    events = best.rate * args.duration
-                    cpu_us = (cpu1 - cpu0) / events * 1e6
-                    gen_us = (gen1 - gen0) / events * 1e6
-                    busy = (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1])
-                    half = loop.run(open_loop(port, parts, args.connections, best.rate / 2, args.duration))
-                    _, peak = rss_mib(proc.pid)
+                try:
+                    ph = loop.run(measure(port, parts, args, proc.pid, broker))
                 finally:
                     proc.terminate()
-                    proc.wait(timeout=30)
-                rows.append((kind, size, best, half, peak, cpu_us))
-                print(
-                    f"{kind:6s} {size:>6d} B  max {best.rate:8.0f} ev/s  p50 {best.p50_ms:6.2f} ms  "
-                    f"p99 {best.p99_ms:6.2f} ms | at {half.rate:6.0f} ev/s: p50 {half.p50_ms:6.2f} ms  "
-                    f"p99 {half.p99_ms:6.2f} ms | RSS peak {peak:6.1f} MiB | server CPU {cpu_us:5.0f} us/event | "
-                    f"errors {best.errors + half.errors} | load generator {gen_us:3.0f} us/event, machine busy "
-                    f"{busy:4.0%}",
-                    flush=True,
-                )
-    finally:
-        AdminClient({"bootstrap.servers": common.kafka_bootstrap}).delete_topics([topic])
+                    proc.wait(timeout=60)
+                # After the server is gone: everything it acknowledged was acked by the broker before.
+                tally = None if kind == "noop" else Tally(ph.acknowledged, count_records(common.kafka_bootstrap, topic))
+            finally:
+                if kind != "noop":
+                    admin.delete_topics([topic])  # now, not at the end: 64 KiB runs fill gigabytes
+            events = max(1, ph.best.n)
+            cpu_us, gen_us = ph.cpu_s / events * 1e6, ph.gen_s / events * 1e6
+            broker_us = None if ph.broker_s is None else ph.broker_s / events * 1e6
+            rows.append(Row(kind, size, ph.best, ph.half, ph.rss_peak, cpu_us, broker_us, tally))
+            broker_txt = "-" if broker_us is None else f"{broker_us:4.0f}"
+            counted = "" if tally is None else f" | lost {tally.lost} extra {tally.extra}"
+            best, half = ph.best, ph.half
+            print(
+                f"{kind:7s} {size:>6d} B  max {best.rate:8.0f} ev/s  p50 {best.p50_ms:6.2f} ms  "
+                f"p99 {best.p99_ms:6.2f} ms | at {half.rate:6.0f} ev/s: p50 {half.p50_ms:6.2f} ms  "
+                f"p99 {half.p99_ms:6.2f} ms | RSS peak {ph.rss_peak:6.1f} MiB | server CPU {cpu_us:5.0f} us/event | "
+                f"broker {broker_txt} us/event | errors {best.errors + half.errors + ph.warm.errors}{counted} | "
+                f"load generator {gen_us:3.0f} us/event, machine busy {ph.busy:4.0%}",
+                flush=True,
+            )
     print()
     print(
         f"{'body':>8s} {'ingest ev/s':>12s} {'no-op ev/s':>11s} {'ratio':>6s} {'floor ratio':>11s} "
@@ -488,15 +688,16 @@ def run(args: argparse.Namespace) -> int:
         f"{'CPU ratio':>9s}"
     )
     for size in args.sizes:
-        noop = next(r for r in rows if r[0] == "noop" and r[1] == size)
-        ing = next(r for r in rows if r[0] == "ingest" and r[1] == size)
-        floor = next((r for r in rows if r[0] == "floor" and r[1] == size), None)
-        floor_ratio = f"{floor[2].rate / noop[2].rate:>11.2f}" if floor else f"{'-':>11s}"
+        noop = next(r for r in rows if r.kind == "noop" and r.size == size)
+        ing = next(r for r in rows if r.kind == "ingest" and r.size == size)
+        floor = next((r for r in rows if r.kind == "floor" and r.size == size), None)
+        floor_ratio = f"{floor.best.rate / noop.best.rate:>11.2f}" if floor else f"{'-':>11s}"
         print(
-            f"{size:>8d} {ing[2].rate:>12.0f} {noop[2].rate:>11.0f} {ing[2].rate / noop[2].rate:>6.2f} {floor_ratio} "
-            f"{ing[3].p99_ms:>13.2f} ms {noop[3].p99_ms:>12.2f} ms {ing[4]:>7.1f} MiB {noop[4]:>6.1f} MiB "
-            f"{ing[5]:>11.0f} us {noop[5]:>5.0f} us {noop[5] / ing[5]:>9.2f}"
+            f"{size:>8d} {ing.best.rate:>12.0f} {noop.best.rate:>11.0f} {ing.best.rate / noop.best.rate:>6.2f} "
+            f"{floor_ratio} {ing.half.p99_ms:>13.2f} ms {noop.half.p99_ms:>12.2f} ms {ing.peak:>7.1f} MiB "
+            f"{noop.peak:>6.1f} MiB {ing.cpu_us:>11.0f} us {noop.cpu_us:>5.0f} us {noop.cpu_us / ing.cpu_us:>9.2f}"
         )
+    print_servers_table(rows, args.sizes)
     flags = f"; ingest flags: {args.ingest_args}" if args.ingest_args else ""
     print(
         f"\n{os.cpu_count()} cores; {args.connections} keep-alive connections; {args.duration:.0f} s per phase; "
@@ -506,7 +707,55 @@ def run(args: argparse.Namespace) -> int:
         "the floor being a handler that only produces the body and answers after the delivery report (no parsing, "
         "no headers, no metrics): the best ratio any ingest that acknowledges durable events can reach here."
     )
+    if peers:
+        print(
+            "Per server: ingest/x = ingest ev/s / its ev/s (above 1: the ingest is faster); CPU x/ingest = its CPU "
+            "per event / the ingest's (above 1: the ingest is cheaper), for the server alone and for server + "
+            "broker.\nPeers: "
+            + "; ".join(PEER_NOTES[p] for p in peers)
+            + ".\nlost = 2xx answers whose record is not in the server's topic, extra = records without a 2xx "
+            "answer (both must be 0)."
+        )
+    bad = [r for r in rows if r.tally is not None and (r.tally.lost or r.tally.extra)]
+    if bad or any(r.best.errors or r.half.errors for r in rows):
+        print(f"errors or lost/extra records above: the servers' logs are in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+PEER_NOTES = {
+    "benthos": (
+        f"Benthos {BENTHOS_VERSION} http_server -> kafka_franz (idempotent so acks=all, lz4, max_in_flight 64, key "
+        "Ce-Id, murmur2_hash, Ce-* as headers; answers 200 after the ack)"
+    ),
+    "strimzi": (
+        f"Strimzi Kafka Bridge {STRIMZI_VERSION} POST /topics/<t>, one JSON record per request (acks=all, "
+        "idempotent, lz4, linger 2 ms)"
+    ),
+}
+
+
+def print_servers_table(rows: list[Row], sizes: list[int]) -> None:
+    """Every server side by side with the ingest: closed-loop rate and latency, CPU per event of the server
+    and of the broker, and the ratios."""
+    print(
+        f"\n{'server':>8s} {'body':>6s} {'ev/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} {'CPU us/ev':>9s} "
+        f"{'broker us/ev':>12s} {'ingest/x':>8s} {'CPU x/ingest':>12s} {'+broker':>8s} {'lost':>5s} {'extra':>5s}"
+    )
+    for size in sizes:
+        ing = next(r for r in rows if r.kind == "ingest" and r.size == size)
+        for r in (r for r in rows if r.size == size):
+            broker = "-" if r.broker_us is None else f"{r.broker_us:.0f}"
+            both = "-"
+            if r.broker_us is not None and ing.broker_us is not None:
+                both = f"{(r.cpu_us + r.broker_us) / (ing.cpu_us + ing.broker_us):.2f}"
+            lost, extra = ("-", "-") if r.tally is None else (str(r.tally.lost), str(r.tally.extra))
+            print(
+                f"{r.kind:>8s} {size:>6d} {r.best.rate:>8.0f} {r.best.p50_ms:>7.2f} {r.best.p99_ms:>7.2f} "
+                f"{r.cpu_us:>9.0f} {broker:>12s} {ing.best.rate / r.best.rate:>8.2f} {r.cpu_us / ing.cpu_us:>12.2f} "
+                f"{both:>8s} {lost:>5s} {extra:>5s}"
+            )
 
 
 def main() -> int:
@@ -533,6 +782,17 @@ def main() -> int:
         "--tls",
         action="store_true",
         help="the ingest over HTTP and over HTTPS with a new TLS connection per event (ECDSA P-256, RSA-2048)",
+    )
+    p.add_argument(
+        "--peers",
+        default="",
+        help="peer gateways measured beside the ingest, comma-separated: benthos (built from the Go module proxy "
+        "once, then cached), strimzi (needs a built distribution, see --strimzi-dir)",
+    )
+    p.add_argument(
+        "--strimzi-dir",
+        default=None,
+        help="a built Strimzi Kafka Bridge distribution (with libs/); default: the peers cache of the local stack",
     )
     p.add_argument("--serve-noop", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--serve-floor", nargs=2, metavar=("PORT", "TOPIC"), help=argparse.SUPPRESS)
