@@ -422,7 +422,7 @@ def run_tls(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     finally:
-        AdminClient({"bootstrap.servers": common.kafka_bootstrap}).delete_topics([topic])
+        delete_topic(AdminClient({"bootstrap.servers": common.kafka_bootstrap}), topic)
     print()
     for size in args.sizes:
         base = next(r for r in rows if r[0] == "http keep-alive" and r[1] == size)
@@ -516,6 +516,13 @@ def start_server(
             *extra,
         ]
     return start_process(cmd, port, log_file or Path(spool_dir).parent / f"{kind}-{port}.log")
+
+
+def delete_topic(admin: Any, topic: str) -> None:
+    """Delete and wait: the admin request is asynchronous, and a process that exits right after it leaves the
+    topic behind."""
+    for fut in admin.delete_topics([topic]).values():
+        fut.result(timeout=30)
 
 
 def broker_pid() -> int | None:
@@ -664,7 +671,7 @@ def run(args: argparse.Namespace) -> int:
                 tally = None if kind == "noop" else Tally(ph.acknowledged, count_records(common.kafka_bootstrap, topic))
             finally:
                 if kind != "noop":
-                    admin.delete_topics([topic])  # now, not at the end: 64 KiB runs fill gigabytes
+                    delete_topic(admin, topic)  # now, not at the end: 64 KiB runs fill gigabytes
             events = max(1, ph.best.n)
             cpu_us, gen_us = ph.cpu_s / events * 1e6, ph.gen_s / events * 1e6
             broker_us = None if ph.broker_s is None else ph.broker_s / events * 1e6
