@@ -74,9 +74,9 @@ strimzi_jar() { echo "$M2/io/strimzi/$1/$STRIMZI_VERSION/$1-$STRIMZI_VERSION.jar
 for artifact in api crd-generator; do
   if [ ! -f "$(strimzi_jar $artifact)" ]; then
     log "fetching io.strimzi:$artifact:$STRIMZI_VERSION from Maven Central"
-    # -C: fail on a checksum mismatch instead of warning
-    mvn -q -C -B -Dstyle.color=never -Dmaven.repo.local="$M2" dependency:get -Dtransitive=false \
-      -Dartifact="io.strimzi:$artifact:$STRIMZI_VERSION"
+    # -C: fail on a checksum mismatch instead of warning; sed: Maven's colour codes, even with -q -B
+    mvn -q -C -B -Dmaven.repo.local="$M2" dependency:get -Dtransitive=false \
+      -Dartifact="io.strimzi:$artifact:$STRIMZI_VERSION" 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
   fi
 done
 
@@ -230,7 +230,8 @@ done
 
 # ------------------------------------------------------------------------------------------- the check
 
-# Every overlay and every example, rendered by kubectl's own kustomize.
+# Every overlay and every example, rendered by kubectl's own kustomize (as `kubectl apply -k` would; v5.8.1
+# in kubectl v1.37.2, whose output here equals that of the v5.7.1 tests/integration/test_deploy_k8s.py pins).
 targets=()
 for d in "$K8S"/overlays/*/ "$K8S"/examples/*/; do
   [ -f "$d/kustomization.yaml" ] && targets+=("${d%/}")
