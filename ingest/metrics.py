@@ -16,6 +16,10 @@ EVENTS = Counter(
     ["outcome", "namespace", "isvc"],
 )
 REJECTED = Counter("inferlog_ingest_rejected", "Requests rejected, by reason", ["reason"])
+# The ingest's own rejection reasons exist from the start, at 0, so that the first spool_full is an increase
+# Prometheus can see (deploy/k8s/monitoring alerts on it); the policy's reasons appear when they first occur.
+for _reason in ("method", "too_large", "shutting_down", "spool_full"):
+    REJECTED.labels(reason=_reason)
 LATENCY = Histogram(
     "inferlog_ingest_request_seconds",
     "Time from request received to answer, by outcome (kafka, spool, rejected)",

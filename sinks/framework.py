@@ -299,6 +299,10 @@ class SinkRunner:
     ) -> None:
         self.cfg = cfg
         self.sink = sink
+        # this sink's series exist from the start, at 0: a dashboard shows 0 rather than no data, and the first
+        # retry is an increase Prometheus can see (a counter first scraped at 1 has no earlier sample to rise from)
+        RECORDS_RETRIED.labels(sink.kind)
+        PAUSED.labels(sink.kind).set(0)
         self.max_in_flight = sink.max_in_flight if max_in_flight is None else max_in_flight
         if sink.stage not in metrics.STAGES:  # a sink that is not registered (tests, benchmarks) still counts
             metrics.register_stage(sink.stage, f"records the {sink.kind} sink wrote")

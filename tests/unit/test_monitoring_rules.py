@@ -135,6 +135,14 @@ def test_every_metric_label_and_stage_read_is_exported(
         assert any(name.startswith(prefix) for name in read), prefix
 
 
+def test_the_ingest_exports_spool_full_rejections_before_the_first(exported: dict[str, tuple[str, set[str]]]) -> None:
+    """InferlogIngestSpoolFull rates this series: it must exist at 0 before the first refusal, or the first
+    refusals are the series' first sample and no increase is seen (sinks: test_sinks_framework.py)."""
+    assert "inferlog_ingest_rejected_total" in exported
+    for reason in ("spool_full", "too_large"):
+        assert REGISTRY.get_sample_value("inferlog_ingest_rejected_total", {"reason": reason}) is not None, reason
+
+
 def test_a_renamed_metric_or_label_is_caught(exported: dict[str, tuple[str, set[str]]]) -> None:
     """The check above has teeth: the helpers find names in the forms the rules use."""
     expr = 'sum by (sink) (rate(inferlog_sink_records_writen_total{sink_kind="s3"}[5m])) / inferlog_sink_lag'

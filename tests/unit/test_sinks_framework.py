@@ -269,6 +269,18 @@ def test_revoked_partition_drops_its_open_batch_uncommitted() -> None:
     assert r.partition((TOPIC, 0)).open is None and c.commits == []
 
 
+def test_a_new_runner_exports_its_retried_and_paused_series_at_zero() -> None:
+    from prometheus_client import REGISTRY
+
+    class Fresh(ListSink):
+        kind = "fresh-kind"  # no other test uses it: its series appear only through this runner
+
+    assert REGISTRY.get_sample_value("inferlog_sink_records_retried_total", {"sink": Fresh.kind}) is None
+    runner(Fresh())
+    assert REGISTRY.get_sample_value("inferlog_sink_records_retried_total", {"sink": Fresh.kind}) == 0
+    assert REGISTRY.get_sample_value("inferlog_sink_paused_partitions", {"sink": Fresh.kind}) == 0
+
+
 def test_revoked_partition_stops_reporting_its_lag() -> None:
     from confluent_kafka import TopicPartition
     from prometheus_client import REGISTRY
