@@ -240,6 +240,7 @@ def test_render_writes_what_promtool_reads(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "alerts.test.yaml",
         "dashboard-queries.yaml",
+        "manifests.yaml",
         "rules-for-tests.yaml",
         "rules.yaml",
     ]
@@ -320,6 +321,8 @@ def test_promtool_checks_and_tests_the_rules(check_env: dict[str, str], tmp_path
         len(render.dashboard_queries(render.dashboard())),
     ], out
     assert re.search(r"Processing test file: \./alerts\.test\.yaml\n\s+SUCCESS", out), out
+    if _go() is not None:  # crdcheck: both manifests decode into the operator's types
+        assert "ok: PrometheusRule" in out and "ok: PodMonitor" in out, out
 
 
 def test_promtool_test_rules_fails_for_a_rule_changed_against_its_tests(
@@ -337,3 +340,19 @@ def test_promtool_test_rules_fails_for_a_rule_changed_against_its_tests(
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "FAILED" in out and "InferlogIngestSpoolFilling" in out, out
+
+
+def test_crdcheck_refuses_a_field_the_operator_does_not_know(check_env: dict[str, str], tmp_path: Path) -> None:
+    if _go() is None:
+        pytest.skip("crdcheck needs a Go toolchain")
+    copy = tmp_path / "monitoring"
+    shutil.copytree(MONITORING, copy)
+    monitor = copy / "podmonitor.yaml"
+    text = monitor.read_text()
+    assert "honorLabels: true" in text
+    monitor.write_text(text.replace("honorLabels: true", "honor_labels: true", 1))
+    proc = _check(check_env, tmp_path, copy)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert 'PodMonitor: json: unknown field "honor_labels"' in out, out
+    assert "SUCCESS" in out  # promtool passed before: it is crdcheck that refused

@@ -2,6 +2,7 @@
 # Check the monitoring manifests with the real promtool (`make monitoring-check`):
 #   promtool check rules   the PrometheusRule's rules, and every Grafana dashboard query parsed as PromQL
 #   promtool test rules    tests/*.test.yaml: synthetic series that make each alert fire and not fire
+#   crdcheck               the PrometheusRule and PodMonitor decoded strictly into the operator's Go types
 # render.py derives promtool's inputs from prometheusrule.yaml and grafana-dashboard.json (one source of truth).
 #
 # promtool: $PROMTOOL if set, else a pinned build cached in ~/.cache/inferlog/ ($XDG_CACHE_HOME), made once
@@ -17,10 +18,11 @@ root=$(cd "$here/../../.." && pwd)
 PROMTOOL_MODULE=github.com/prometheus/prometheus/cmd/promtool
 PROMTOOL_VERSION=v0.316.0
 
+go=$(command -v go || true)
+if [ -z "$go" ] && [ -x /usr/local/go/bin/go ]; then go=/usr/local/go/bin/go; fi
+
 build_promtool() {  # build_promtool DEST
-  local dest=$1 go tmp
-  go=$(command -v go || true)
-  if [ -z "$go" ] && [ -x /usr/local/go/bin/go ]; then go=/usr/local/go/bin/go; fi
+  local dest=$1 tmp
   if [ -z "$go" ]; then
     echo "check.sh: no promtool (set PROMTOOL) and no Go toolchain to build $PROMTOOL_MODULE@$PROMTOOL_VERSION" >&2
     exit 3
@@ -64,3 +66,12 @@ echo "== promtool check rules"
 "$promtool" check rules "$work/rules.yaml" "$work/dashboard-queries.yaml"
 echo "== promtool test rules"
 (cd "$work" && "$promtool" test rules ./*.test.yaml)
+# The manifests themselves, decoded strictly into the Prometheus Operator's API types: a misspelt field such as
+# honor_labels passes kustomize and promtool, and the API server prunes it or, validating strictly, refuses it.
+# Small: seconds once the Go module cache has its few dependencies.
+echo "== crdcheck (Prometheus Operator API types)"
+if [ -n "$go" ]; then
+  (cd "$here/crdcheck" && GOFLAGS=-mod=readonly GOTOOLCHAIN=local CGO_ENABLED=0 "$go" run . <"$work/manifests.yaml")
+else
+  echo "skipped: no Go toolchain" >&2
+fi

@@ -7,7 +7,8 @@ one source of truth: ``python render.py OUTDIR`` writes
   each expected alert; the expressions, ``for`` and labels, which decide what fires, are unchanged;
 * ``dashboard-queries.yaml``: every query of the Grafana dashboard as a recording rule (Grafana's variables
   replaced by fixed values), so ``promtool check rules`` parses each one as PromQL;
-* the promtool unit-test files of ``tests/``, next to the rule file they name.
+* the promtool unit-test files of ``tests/``, next to the rule file they name;
+* ``manifests.yaml``: the kustomization's resources in one stream, for crdcheck (the operator's API types).
 
 check.sh runs it; tests/unit/test_monitoring_rules.py imports it for the expressions.
 """
@@ -148,6 +149,8 @@ def render(outdir: Path) -> None:
     _dump(outdir / "dashboard-queries.yaml", dashboard_rules(dashboard()))
     for test in sorted(TESTS_DIR.glob("*.test.yaml")):
         shutil.copyfile(test, outdir / test.name)
+    resources = load_yaml(HERE / "kustomization.yaml")["resources"]
+    (outdir / "manifests.yaml").write_text("\n---\n".join((HERE / r).read_text() for r in resources))
 
 
 if __name__ == "__main__":
