@@ -301,7 +301,11 @@ def kill_loop(
     """Produce 20k records in four rounds; in each of the first three, kill -9 the sink at a random moment
     after it got its partitions (and, with ``wrote_more``, after that says the sink wrote something since the
     last kill: a store whose writes take long would otherwise only ever be killed before its first), and start
-    it again. Then let it finish and stop it with SIGTERM."""
+    it again. Then let it finish and stop it with SIGTERM.
+
+    A killing round's records are produced only once the sink has its partitions, in slices spread over about a
+    second: the kill (within 0.6 s) then lands while records are still arriving, which a fast sink on a quiet
+    machine would otherwise have caught up with already (the kill would test nothing)."""
     total, rounds = 20_000, 4
     rng = random.Random()
     log = log_path.open("ab")
@@ -319,10 +323,12 @@ def kill_loop(
     per_round = total // rounds
     for n in range(rounds):
         batch = [make_record(i) for i in range(n * per_round, (n + 1) * per_round)]
-        feeder = threading.Thread(target=produce, args=(cfg, cfg.topic_records, "inference_record", batch))
-        feeder.start()
-        if n < rounds - 1:
+        killing = n < rounds - 1
+        feeder = threading.Thread(target=_feed, args=(cfg, batch, 10 if killing else 1))
+        if killing:
             wait_until(lambda n=n: assigned_count() > n, timeout_s=60, what="sink assigned")  # type: ignore[misc]
+        feeder.start()
+        if killing:
             if wrote_more is not None:
                 wait_until(wrote_more, timeout_s=60, what="a write since the last kill")
             deadline = time.monotonic() + rng.uniform(0.05, 0.6)  # early enough to find work in flight
@@ -339,6 +345,15 @@ def kill_loop(
     proc.terminate()
     assert proc.wait(30) == 0, log_path.read_text()[-3000:]
     assert mid_flow >= 2  # most kills hit the sink with work in flight
+
+
+def _feed(cfg: SinkConfig, batch: list[dict], slices: int) -> None:
+    """Produce ``batch`` in ``slices`` parts, 0.1 s apart (the traffic's pacing, not a synchronisation)."""
+    size = -(-len(batch) // slices)
+    for k in range(0, len(batch), size):
+        produce(cfg, cfg.topic_records, "inference_record", batch[k : k + size])
+        if k + size < len(batch):
+            time.sleep(0.1)
 
 
 def run_caught_up(cfg: SinkConfig, sink: Sink, *, timeout_s: float = 60, join_s: float = 60) -> SinkRunner:
