@@ -92,6 +92,20 @@ def run_worker(cfg: StreamsConfig, name: str) -> tuple[list[T.Rec], list[T.Rec]]
         return T.read_to_end(cfg, cfg.topic_records), T.read_to_end(cfg, cfg.topic_failures)
 
 
+def replay_in_a_fresh_app(cfg: StreamsConfig, unique: str) -> tuple[list[T.Rec], list[T.Rec]]:
+    """The events of ``cfg`` read again by a worker of a new app id, into output topics of its own."""
+    replay = dataclasses.replace(
+        cfg,
+        app_id=f"{cfg.app_id}-replay-{unique[:6]}",
+        topic_records=f"{cfg.topic_records}.replay",
+        topic_failures=f"{cfg.topic_failures}.replay",
+        topic_deadletter=f"{cfg.topic_deadletter}.replay",
+        store_dir=tempfile.mkdtemp(prefix="streams-replay-"),
+    )
+    T.create_topics(replay)
+    return run_worker(replay, "replay")
+
+
 def test_slow_pairs_within_their_own_timeout_complete_and_replay_identically(stack: CommonConfig, unique: str) -> None:
     cfg = T.streams_config(stack, unique, **FAST)
     T.create_topics(cfg)
@@ -119,17 +133,7 @@ def test_slow_pairs_within_their_own_timeout_complete_and_replay_identically(sta
     assert all(s == ["complete"] for k, s in statuses.items() if k.startswith("fill-"))
 
     # replay of the same range into a fresh app: byte-identical records and failures
-    u = unique[:6]
-    replay = dataclasses.replace(
-        cfg,
-        app_id=f"{cfg.app_id}-replay-{u}",
-        topic_records=f"{cfg.topic_records}.replay",
-        topic_failures=f"{cfg.topic_failures}.replay",
-        topic_deadletter=f"{cfg.topic_deadletter}.replay",
-        store_dir=tempfile.mkdtemp(prefix="streams-replay-"),
-    )
-    T.create_topics(replay)
-    recs2, fails2 = run_worker(replay, "replay")
+    recs2, fails2 = replay_in_a_fresh_app(cfg, unique)
 
     def strip(rs: list[T.Rec]) -> Counter[tuple[int, bytes | None, bytes]]:
         return Counter((r.partition, r.key, r.value[5:]) for r in rs if r.key is not None)  # minus the schema id
@@ -204,16 +208,7 @@ def test_a_late_partner_corrects_the_one_sided_record_in_kafka_and_opensearch(st
             http.request("DELETE", f"{sink_cfg.opensearch_url}/_index_template/{sink_cfg.index_prefix}-{dataset}")
 
     # replay of the same range into a fresh app: the corrections come out byte-identical too
-    replay = dataclasses.replace(
-        cfg,
-        app_id=f"{cfg.app_id}-replay-{unique[:6]}",
-        topic_records=f"{cfg.topic_records}.replay",
-        topic_failures=f"{cfg.topic_failures}.replay",
-        topic_deadletter=f"{cfg.topic_deadletter}.replay",
-        store_dir=tempfile.mkdtemp(prefix="streams-replay-"),
-    )
-    T.create_topics(replay)
-    recs2, fails2 = run_worker(replay, "replay")
+    recs2, fails2 = replay_in_a_fresh_app(cfg, unique)
 
     def exact(rs: list[T.Rec]) -> list[tuple[int, int, bytes | None, bytes, dict[str, bytes]]]:
         return sorted((r.partition, r.offset, r.key, r.value[5:], r.headers) for r in rs)  # minus the schema id
