@@ -22,6 +22,7 @@ from schemas import AvroSerde
 from schemas.serde import RegistryClient, SchemaError, load_schema
 from schemas.wire import record_id
 from streams.config import StreamsConfig
+from tests.support import kafka_wait
 from tests.support import streams_harness as T
 
 pytestmark = pytest.mark.integration
@@ -257,6 +258,19 @@ def complete_keys(cfg: StreamsConfig, recs: list[T.Rec]) -> Counter[bytes]:
     return Counter(r.key for r in keyed(recs) if r.key is not None)
 
 
+def missing_pairs(cfg: StreamsConfig, evs: list[Any], recs: list[T.Rec], workers: list[T.WorkerProcess]) -> str:
+    """Why a wait for every pair's record timed out: the events without one (their events partition and
+    offset), the group's committed offsets against the partitions' ends, and the workers' logs."""
+    seen = {r.key for r in keyed(recs)}
+    events = T.read_to_end(cfg, cfg.topic_events)
+    missing = [f"{e.key!r} at {e.partition}:{e.offset}" for e in events if e.key not in seen]
+    lag = kafka_wait.group_lag(
+        cfg.kafka_bootstrap, cfg.app_id, kafka_wait.high_watermarks(cfg.kafka_bootstrap, [cfg.topic_events])
+    )
+    logs = "\n".join(f"--- worker {w.name}:\n{w.log_text()[-6000:]}" for w in workers)
+    return f"{len(missing)} events without a record: {missing[:40]}\ngroup offsets: {[str(p) for p in lag]}\n{logs}"
+
+
 def test_two_workers_pair_10k_interleaved_events_across_12_partitions(stack: CommonConfig, unique: str) -> None:
     from confluent_kafka.admin import AdminClient
 
@@ -297,7 +311,13 @@ def test_kill9_and_restart_loses_no_pair_and_duplicates_only_identical_bytes(sta
     finally:
         w.stop()
     with T.running_worker(cfg, "second") as w2:
-        T.read_all(cfg, cfg.topic_records, until=lambda r: len(complete_keys(cfg, r)) >= n, timeout_s=120)
+        T.read_all(
+            cfg,
+            cfg.topic_records,
+            until=lambda r: len(complete_keys(cfg, r)) >= n,
+            timeout_s=120,
+            explain=lambda r: missing_pairs(cfg, evs, r, [w, w2]),
+        )
         # committed offsets keep advancing after the restart on every partition (no stuck gap, FAUST-NOTES §2);
         # then every record the worker produced, duplicates too, is in the topic
         T.wait_caught_up(cfg, timeout_s=30)

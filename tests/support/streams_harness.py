@@ -129,9 +129,11 @@ def read_all(
     *,
     until: Callable[[list[Rec]], bool],
     timeout_s: float = 60.0,
+    explain: Callable[[list[Rec]], str] | None = None,
 ) -> list[Rec]:
-    """Read ``topic`` from the beginning until ``until(records)`` holds or raise TimeoutError. To see *every*
-    record (duplicates too), wait for the producing stage to catch up and use :func:`read_to_end`."""
+    """Read ``topic`` from the beginning until ``until(records)`` holds or raise TimeoutError (with
+    ``explain(records)`` appended: what is missing, the worker's log). To see *every* record (duplicates too),
+    wait for the producing stage to catch up and use :func:`read_to_end`."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -149,7 +151,8 @@ def read_all(
         deadline = time.monotonic() + timeout_s
         while not until(out):
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"{topic}: condition not met within {timeout_s}s ({len(out)} records)")
+                why = f"\n{explain(out)}" if explain is not None else ""
+                raise TimeoutError(f"{topic}: condition not met within {timeout_s}s ({len(out)} records){why}")
             out += [_rec(msg) for msg in consumer.consume(10000, 0.2) if not msg.error()]
         return out
     finally:
