@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
+from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from schemas.columns import Column, arrow_schema, columns
+from schemas.columns import Column, arrow_schema, arrow_type, columns
 
 __all__ = [
     "FAILURE_SCHEMA",
@@ -159,30 +161,63 @@ def flatten_failure(rec: dict[str, Any], topic: str, partition: int, offset: int
 # -- the column builder ---------------------------------------------------------------------------------------
 
 
-def columns_of_records(cols: tuple[Column, ...], recs: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{column: values}`` of ``recs`` for every column with an Avro path (lists, or Arrow arrays for bodies)."""
-    out: dict[str, Any] = {}
-    nested: dict[str, list[dict[str, Any] | None]] = {}
+def _pick(keys: list[str], dicts: list[dict[str, Any]]) -> list[Sequence[Any]]:
+    """The values of ``keys`` in each of ``dicts``, one sequence per key. Transposed in C (``itemgetter`` of
+    all keys, then ``zip``); a dict without some key (a hand-made record) gives ``None`` for it, as ``get``."""
+    if not dicts:
+        return [() for _ in keys]
+    try:
+        rows: Any = list(map(itemgetter(*keys), dicts))
+    except KeyError:
+        rows = [tuple(d.get(k) for k in keys) for d in dicts]
+    else:
+        if len(keys) == 1:
+            return [rows]
+    return list(zip(*rows, strict=True))
+
+
+def _arrow(c: Column, values: Sequence[Any]) -> pa.Array:
+    if c.kind in ("str_map", "list_map") and None in values:
+        values = [{} if v is None else v for v in values]  # an absent map is an empty one
+    return pa.array(values, type=arrow_type(c.kind))
+
+
+def _body_arrays(values: Sequence[bytes | None]) -> tuple[pa.Array, pa.Array]:
+    text, encoding = _bodies(list(values))
+    if not isinstance(text, pa.Array):
+        return pa.array(text, type=pa.string()), pa.array(encoding, type=pa.string())
+    return text, pc.if_else(text.is_null(), pa.scalar(None, pa.string()), pa.scalar("utf8"))
+
+
+def columns_of_records(cols: tuple[Column, ...], recs: list[dict[str, Any]]) -> dict[str, pa.Array]:
+    """``{column: Arrow array}`` of ``recs`` for every column with an Avro path. The values are taken for all
+    columns of one level at once (:func:`_pick`); the columns of a nested record are built from the records
+    that have it and spread over the rows with ``take`` (null where it is null)."""
+    out: dict[str, pa.Array] = {}
+    groups: dict[str, list[Column]] = {}
     for c in cols:
-        if not c.path or c.kind == "encoding":
-            continue
-        if len(c.path) == 1:
-            values: list[Any] = [r.get(c.path[0]) for r in recs]
-            if c.kind in ("str_map", "list_map"):
-                values = [v or {} for v in values]
-        else:
-            parents = nested.get(c.path[0])
-            if parents is None:
-                parents = nested[c.path[0]] = [r.get(c.path[0]) for r in recs]
-            key = c.path[1]
-            values = [None if p is None else p.get(key) for p in parents]
-            if c.kind in ("str_map", "list_map"):
-                values = [None if p is None else (v or {}) for p, v in zip(parents, values, strict=True)]
-        if c.kind == "body":
-            out[c.name], out[f"{c.name}_encoding"] = _bodies(values)
-        else:
-            out[c.name] = values
+        if c.path and c.kind != "encoding":
+            groups.setdefault(c.path[0] if len(c.path) > 1 else "", []).append(c)
+    top = groups.pop("", [])
+    picked = _pick([c.path[0] for c in top] + list(groups), recs)
+    for c, values in zip(top, picked, strict=False):
+        _put(out, c, values)
+    for group, values in zip(groups.values(), picked[len(top) :], strict=True):
+        present = [p for p in values if p is not None]
+        where = None
+        if len(present) < len(values):
+            it = iter(range(len(present)))
+            where = pa.array([None if p is None else next(it) for p in values], type=pa.int64())
+        for c, sub in zip(group, _pick([c.path[1] for c in group], present), strict=True):
+            _put(out, c, sub, where)
     return out
+
+
+def _put(out: dict[str, pa.Array], c: Column, values: Sequence[Any], where: pa.Array | None = None) -> None:
+    arrays = [*_body_arrays(values)] if c.kind == "body" else [_arrow(c, values)]
+    names = [c.name, f"{c.name}_encoding"] if c.kind == "body" else [c.name]
+    for name, arr in zip(names, arrays, strict=True):
+        out[name] = arr if where is None else arr.take(where)
 
 
 def to_table(schema_name: str, recs: list[dict[str, Any]], topic: str, partition: int, offsets: list[int]) -> pa.Table:
@@ -201,8 +236,7 @@ def table_of(
     values["kafka_topic"] = pa.array([topic] * n, type=pa.string())
     values["kafka_partition"] = pa.array([partition] * n, type=pa.int32())
     values["kafka_offset"] = pa.array(offsets, type=pa.int64())
-    arrays = [v if isinstance(v := values[f.name], pa.Array) else pa.array(v, type=f.type) for f in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays([values[f.name] for f in schema], schema=schema)
 
 
 # -- record time and Hive partitions --------------------------------------------------------------------------

@@ -71,7 +71,7 @@ IN_FLIGHT = Gauge("inferlog_sink_writes_in_flight", "Batch writes running in the
 TP = tuple[str, int]
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One consumed data record. ``record`` is the decoded Avro value, ``None`` when it could not be decoded
     (then ``error`` says why); ``time_us`` its record time (:func:`~sinks.flatten.record_time_us`) once known."""
@@ -312,6 +312,7 @@ class SinkRunner:
         self.group = cfg.group_for(sink.kind)
         self._consumer_overrides = dict(consumer_overrides or {})
         self._span_us = int(cfg.flush_span_s * 1_000_000)
+        self._flush_records, self._flush_bytes = cfg.flush_records, cfg.flush_bytes
         self._serdes: dict[str, AvroSerde] = {}
         self._parts: dict[TP, _Partition] = {}
         self._backoff = Backoff(base_s=0.5, cap_s=cfg.sink_retry_max_s, attempts=1)
@@ -419,22 +420,24 @@ class SinkRunner:
         """Headers of each message and, for data records of partitions not paused, the decoded value (or the
         exception), decoded in bulk per topic: one pass of the serde over a whole ``consume()`` result."""
         out: list[tuple[Message, list[tuple[str, bytes]], Any]] = []
-        todo: dict[str, list[int]] = {}
+        todo: dict[str, tuple[list[int], list[bytes]]] = {}
+        parts, serdes = self._parts, self._serdes
         for msg in msgs:
-            headers = _headers(msg)
-            topic = str(msg.topic())
+            raw = msg.headers()
+            headers = _headers(msg) if raw else []
             value = msg.value()
-            part = self._parts.get((topic, int(msg.partition() or 0)))
-            if (
-                value
-                and topic in self._serdes
-                and (part is None or (part.pending is None and not _held(part, int(msg.offset() or 0))))
-                and tick_time_us(headers) is None
-            ):
-                todo.setdefault(topic, []).append(len(out))
+            if value and not (raw and tick_time_us(headers) is not None):
+                topic = str(msg.topic())
+                part = parts.get((topic, int(msg.partition() or 0)))
+                if topic in serdes and (
+                    part is None or (part.pending is None and not _held(part, int(msg.offset() or 0)))
+                ):
+                    idx, values = todo.setdefault(topic, ([], []))
+                    idx.append(len(out))
+                    values.append(value)
             out.append((msg, headers, None))
-        for topic, idx in todo.items():
-            results = self._serdes[topic].decode_many([out[i][0].value() or b"" for i in idx])
+        for topic, (idx, values) in todo.items():
+            results = serdes[topic].decode_many(values)
             for i, res in zip(idx, results, strict=True):
                 out[i] = (out[i][0], out[i][1], res)
             RECORDS_IN.labels(self.sink.kind, topic).inc(len(idx))
@@ -460,7 +463,7 @@ class SinkRunner:
         if headers is None:
             headers = _headers(msg)
         batch = part.open
-        tick = tick_time_us(headers)
+        tick = tick_time_us(headers) if headers else None
         if tick is not None:
             if batch is None:
                 part.commit_due = offset + 1
@@ -473,10 +476,19 @@ class SinkRunner:
         self.stats.records_in += 1
         if not self.stats.first_record_at:
             self.stats.first_record_at = time.monotonic()
-        if decoded is None:
-            RECORDS_IN.labels(self.sink.kind, topic).inc()  # else counted in bulk by _predecode
-        item = self._decode(topic, offset, msg.key(), msg.value() or b"", headers, decoded)
-        t_us = item.time_us
+        item: Item | None = None
+        t_us: int | None = None
+        if type(decoded) is dict:  # the common case, without _decode's checks
+            try:
+                t_us = record_time_us(decoded)
+                item = Item(offset, msg.key(), msg.value() or b"", headers, decoded, None, t_us)
+            except (KeyError, TypeError, ValueError):
+                pass  # _decode makes it a dead item with the reason
+        if item is None:
+            if decoded is None:
+                RECORDS_IN.labels(self.sink.kind, topic).inc()  # else counted in bulk by _predecode
+            item = self._decode(topic, offset, msg.key(), msg.value() or b"", headers, decoded)
+            t_us = item.time_us
         if batch is not None and t_us is not None and batch.span_us(t_us) >= self._span_us:
             self._close(tp)
             batch = None
@@ -484,7 +496,7 @@ class SinkRunner:
             batch = part.open = Batch(topic, partition, self.cfg.schema_for(topic))
             part.commit_due = None
         batch.add(item, t_us)
-        if batch.size >= self.cfg.flush_records or batch.nbytes >= self.cfg.flush_bytes:
+        if len(batch.items) >= self._flush_records or batch.nbytes >= self._flush_bytes:
             self._close(tp)
 
     def _decode(
@@ -650,11 +662,12 @@ class SinkRunner:
         if dead:
             self._dead_letter(batch, dead)
         rejected_offsets = {r.item.offset for r in batch.rejected}
-        written = [i for i in batch.items if i.record is not None and i.offset not in rejected_offsets]
-        per_model: Tally[tuple[str, str]] = Tally()
-        for i in written:
-            assert i.record is not None
-            per_model[(i.record.get("namespace") or "", i.record.get("isvc") or "")] += 1
+        written = [
+            rec
+            for i in batch.items
+            if (rec := i.record) is not None and (not rejected_offsets or i.offset not in rejected_offsets)
+        ]
+        per_model = Tally(zip(map(_namespace, written), map(_isvc, written), strict=True))
         for (ns, isvc), n in per_model.items():
             metrics.count(self.sink.stage, ns, isvc, n)
         self.stats.written += len(written)
@@ -803,6 +816,14 @@ class SinkRunner:
         log.info(
             "revoked", extra={"sink": self.sink.kind, "partitions": [f"{p.topic}:{p.partition}" for p in partitions]}
         )
+
+
+def _namespace(rec: dict[str, Any]) -> str:
+    return rec.get("namespace") or ""
+
+
+def _isvc(rec: dict[str, Any]) -> str:
+    return rec.get("isvc") or ""
 
 
 def _held(part: _Partition, offset: int) -> bool:

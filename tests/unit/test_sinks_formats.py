@@ -125,6 +125,26 @@ def test_column_wise_table_equals_the_table_of_flattened_rows(schema: str, utf8_
     assert parquet(table) == parquet(expected)
 
 
+def test_column_wise_table_with_a_side_absent_everywhere_and_fields_missing_from_the_dicts() -> None:
+    """The column builder takes all fields of a level at once and spreads a nested record's columns over the
+    rows that have it: a batch where no record has a response, or where hand-made dicts lack fields (read as
+    null, absent maps as empty), still gives the table of the flattened rows."""
+    import pyarrow as pa
+
+    schema = arrow_schema("inference_record")
+    one_sided = [make_record(i, response=None, status="request_only") for i in range(3)]
+    sparse = [
+        {k: v for k, v in make_record(i).items() if k not in ("annotations", "trace_id", "response")} for i in (7, 8)
+    ]
+    sparse[1]["request"] = {k: v for k, v in sparse[1]["request"].items() if k not in ("extensions", "sha256")}
+    for recs in (one_sided, sparse, [make_record(9, request=None, response=None)]):
+        offsets = list(range(len(recs)))
+        rows = [flatten("inference_record", r, "recs", 1, o) for r, o in zip(recs, offsets, strict=True)]
+        expected = pa.Table.from_pylist(rows, schema=schema)
+        assert to_table("inference_record", recs, "recs", 1, offsets).equals(expected)
+    assert to_table("inference_record", [], "recs", 1, []).equals(schema.empty_table())
+
+
 def as_int_times(value: Any) -> Any:
     """``value`` with every datetime as int epoch microseconds (as decoded with ``timestamps_as_int``)."""
     import datetime as dt
