@@ -455,21 +455,53 @@ def wait_port(port: int, timeout_s: float = 30.0) -> None:
     raise TimeoutError(f"server on {port} did not start")
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (``inferlog ingest --workers N`` serves from child processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) in MiB."""
+    """(current RSS, peak RSS) in MiB, summed over the process tree."""
     cur = peak = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            cur = int(line.split()[1]) / 1024
-        elif line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) / 1024
+    for p in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.startswith("VmRSS:"):
+                cur += int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak += int(line.split()[1]) / 1024
     return cur, peak
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its live descendants (all their threads), seconds."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def system_busy() -> tuple[int, int]:
@@ -645,6 +677,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="inferlog-bench-"))
     spool = str(work / "spool")
     kinds = ["noop", "ingest"] if args.no_floor else ["noop", "floor", "ingest"]
+    kinds += [f"ingest-w{n}" for n in args.workers if n > 1]
     for size in args.sizes:
         body = make_body(size)
         for kind in [*kinds, *peers]:
@@ -657,7 +690,10 @@ def run(args: argparse.Namespace) -> int:
                 if kind in ("benthos", "strimzi"):
                     proc = start_peer(kind, port, topic, common.kafka_bootstrap, work, args)
                 else:
-                    proc = start_server(kind, port, topic, spool, shlex.split(args.ingest_args))
+                    extra = shlex.split(args.ingest_args)
+                    if kind.startswith("ingest-w"):
+                        extra += ["--workers", kind.removeprefix("ingest-w")]
+                    proc = start_server(kind, port, topic, spool, extra)
                 if kind == "strimzi":
                     parts = strimzi_request_parts(port, topic, body, ce_attributes("bench"))
                 else:
@@ -680,7 +716,7 @@ def run(args: argparse.Namespace) -> int:
             counted = "" if tally is None else f" | lost {tally.lost} extra {tally.extra}"
             best, half = ph.best, ph.half
             print(
-                f"{kind:7s} {size:>6d} B  max {best.rate:8.0f} ev/s  p50 {best.p50_ms:6.2f} ms  "
+                f"{kind:9s} {size:>6d} B  max {best.rate:8.0f} ev/s  p50 {best.p50_ms:6.2f} ms  "
                 f"p99 {best.p99_ms:6.2f} ms | at {half.rate:6.0f} ev/s: p50 {half.p50_ms:6.2f} ms  "
                 f"p99 {half.p99_ms:6.2f} ms | RSS peak {ph.rss_peak:6.1f} MiB | server CPU {cpu_us:5.0f} us/event | "
                 f"broker {broker_txt} us/event | errors {best.errors + half.errors + ph.warm.errors}{counted} | "
@@ -705,6 +741,7 @@ def run(args: argparse.Namespace) -> int:
             f"{noop.peak:>6.1f} MiB {ing.cpu_us:>11.0f} us {noop.cpu_us:>5.0f} us {noop.cpu_us / ing.cpu_us:>9.2f}"
         )
     print_servers_table(rows, args.sizes)
+    print_ratios(rows, args.sizes)
     flags = f"; ingest flags: {args.ingest_args}" if args.ingest_args else ""
     print(
         f"\n{os.cpu_count()} cores; {args.connections} keep-alive connections; {args.duration:.0f} s per phase; "
@@ -743,11 +780,26 @@ PEER_NOTES = {
 }
 
 
+def print_ratios(rows: list[Row], sizes: list[int]) -> None:
+    """Each ingest variant (``--workers``) against the floor and the peers of the same run: the targets."""
+    others = [k for k in ("floor", "benthos", "strimzi") if any(r.kind == k for r in rows)]
+    if not others:
+        return
+    print(f"\n{'ingest':>10s} {'body':>6s} {'ev/s':>8s} " + " ".join(f"{'÷ ' + k:>10s}" for k in others))
+    for size in sizes:
+        for ing in (r for r in rows if r.size == size and r.kind.startswith("ingest")):
+            cells = []
+            for k in others:
+                ref = next(r for r in rows if r.kind == k and r.size == size)
+                cells.append(f"{ing.best.rate / ref.best.rate:>10.2f}")
+            print(f"{ing.kind:>10s} {size:>6d} {ing.best.rate:>8.0f} " + " ".join(cells))
+
+
 def print_servers_table(rows: list[Row], sizes: list[int]) -> None:
     """Every server side by side with the ingest: closed-loop rate and latency, CPU per event of the server
     and of the broker, and the ratios."""
     print(
-        f"\n{'server':>8s} {'body':>6s} {'ev/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} {'CPU us/ev':>9s} "
+        f"\n{'server':>9s} {'body':>6s} {'ev/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} {'CPU us/ev':>9s} "
         f"{'broker us/ev':>12s} {'ingest/x':>8s} {'CPU x/ingest':>12s} {'+broker':>8s} {'lost':>5s} {'extra':>5s}"
     )
     for size in sizes:
@@ -759,7 +811,7 @@ def print_servers_table(rows: list[Row], sizes: list[int]) -> None:
                 both = f"{(r.cpu_us + r.broker_us) / (ing.cpu_us + ing.broker_us):.2f}"
             lost, extra = ("-", "-") if r.tally is None else (str(r.tally.lost), str(r.tally.extra))
             print(
-                f"{r.kind:>8s} {size:>6d} {r.best.rate:>8.0f} {r.best.p50_ms:>7.2f} {r.best.p99_ms:>7.2f} "
+                f"{r.kind:>9s} {size:>6d} {r.best.rate:>8.0f} {r.best.p50_ms:>7.2f} {r.best.p99_ms:>7.2f} "
                 f"{r.cpu_us:>9.0f} {broker:>12s} {ing.best.rate / r.best.rate:>8.2f} {r.cpu_us / ing.cpu_us:>12.2f} "
                 f"{both:>8s} {lost:>5s} {extra:>5s}"
             )
@@ -779,6 +831,13 @@ def main() -> int:
         "--ingest-args",
         default="",
         help='extra flags for `inferlog ingest`, e.g. "--kafka-options compression.type=none" or "--linger-ms 5"',
+    )
+    p.add_argument(
+        "--workers",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1],
+        help="ingest worker counts measured in the same run, e.g. 1,2 (`inferlog ingest --workers N`: N processes "
+        "on one port); CPU and RSS are summed over a server's processes (default 1)",
     )
     p.add_argument(
         "--no-floor",

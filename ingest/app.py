@@ -14,7 +14,6 @@ import time
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from core import config as config_mod
 from core.runtime import tune_gc
@@ -158,7 +157,8 @@ class Handlers:
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.ingest.refresh_gauges()
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body, content_type = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def build_app(
@@ -212,14 +212,23 @@ async def _watch_certificate(tls: ReloadingTLS, interval_s: float) -> None:
         await asyncio.to_thread(tls.maybe_reload)
 
 
-async def serve(cfg: IngestConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT: then stop accepting, finish in-flight requests, drain a round, flush Kafka."""
+async def serve(
+    cfg: IngestConfig, *, ready: asyncio.Event | None = None, reuse_port: bool = False, worker: int | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT: then stop accepting, finish in-flight requests, drain a round, flush Kafka.
+    ``reuse_port``: share the port with the other workers of :mod:`ingest.workers` (``worker`` is the index)."""
     app = build_app(cfg)
     tls = ReloadingTLS(cfg.tls_cert_file, cfg.tls_key_file) if cfg.tls_cert_file else None
     runner = web.AppRunner(app, shutdown_timeout=cfg.shutdown_timeout_s, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(
-        runner, cfg.host, cfg.port, backlog=1024, reuse_address=True, ssl_context=tls.context if tls else None
+        runner,
+        cfg.host,
+        cfg.port,
+        backlog=1024,
+        reuse_address=True,
+        reuse_port=reuse_port or None,
+        ssl_context=tls.context if tls else None,
     )
     await site.start()
     reloader = asyncio.create_task(_watch_certificate(tls, cfg.tls_reload_interval_s)) if tls else None
@@ -228,6 +237,7 @@ async def serve(cfg: IngestConfig, *, ready: asyncio.Event | None = None) -> Non
         "port": cfg.port,
         "scheme": "https" if tls else "http",
         "event_loop": type(asyncio.get_running_loop()).__module__,
+        **({"worker": worker} if worker is not None else {}),
     }
     log.info("ingest listening", extra={**extra, "settings": config_mod.redacted(cfg)})
     stop = asyncio.Event()

@@ -66,6 +66,11 @@ def run_ingest(args: argparse.Namespace) -> int:
             import logging
 
             logging.getLogger("ingest").warning("could not ensure topics; starting anyway", extra={"error": str(exc)})
+    from ingest import workers
+
+    workers.refuse_orphaned_spools(cfg)
+    if cfg.workers > 1:
+        return workers.supervise(cfg)
     loop.run(serve(cfg))
     return 0
 

@@ -66,12 +66,25 @@ class IngestConfig(CommonConfig):
     )
     shutdown_timeout_s: float = setting(20.0, "On SIGTERM: time to finish in-flight requests and flush Kafka")
     linger_ms: int = setting(2, "librdkafka linger.ms: how long concurrent requests share a batch")
+    workers: int = setting(
+        1,
+        "Ingest processes serving the port (SO_REUSEPORT) under a supervisor that restarts a dead one, each with "
+        "its own Kafka producer and spool directory spool_dir/worker-N and 1/workers of spool_max_bytes; about one "
+        "per core. 1: this process serves, spooling into spool_dir itself",
+    )
 
     def validate(self) -> None:
         super().validate()
         if not 0 < self.port < 65536:
             raise ConfigError(f"{env_name('port')} must be a TCP port")
-        for name in ("spool_max_bytes", "spool_segment_bytes", "drain_batch", "max_body_bytes", "retry_after_s"):
+        for name in (
+            "spool_max_bytes",
+            "spool_segment_bytes",
+            "drain_batch",
+            "max_body_bytes",
+            "retry_after_s",
+            "workers",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{env_name(name)} must be >= 1")
         if self.produce_timeout_s <= 0:

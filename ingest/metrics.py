@@ -26,10 +26,37 @@ LATENCY = Histogram(
     ["outcome"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-SPOOL_RECORDS = Gauge("inferlog_ingest_spool_records", "Events in the local spool waiting for Kafka")
-SPOOL_BYTES = Gauge("inferlog_ingest_spool_bytes", "Bytes in the local spool waiting for Kafka")
-SPOOL_CAPACITY = Gauge("inferlog_ingest_spool_capacity_bytes", "Configured spool capacity")
-KAFKA_UP = Gauge("inferlog_ingest_kafka_up", "1 when the ingest produces straight to Kafka, 0 while it spools")
+# With ``--workers N`` (prometheus_client's multiprocess mode, see ingest.workers) a scrape shows the workers
+# combined: spool depth, bytes and capacity summed over the live workers, Kafka up only when every worker is.
+# In a single process the modes change nothing.
+SPOOL_RECORDS = Gauge(
+    "inferlog_ingest_spool_records", "Events in the local spool waiting for Kafka", multiprocess_mode="livesum"
+)
+SPOOL_BYTES = Gauge(
+    "inferlog_ingest_spool_bytes", "Bytes in the local spool waiting for Kafka", multiprocess_mode="livesum"
+)
+SPOOL_CAPACITY = Gauge("inferlog_ingest_spool_capacity_bytes", "Configured spool capacity", multiprocess_mode="livesum")
+KAFKA_UP = Gauge(
+    "inferlog_ingest_kafka_up",
+    "1 when the ingest produces straight to Kafka, 0 while it spools",
+    multiprocess_mode="livemin",
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The body and content type of ``/metrics``: this process's metrics, or with ``--workers N`` every
+    worker's combined (each worker's files in the multiprocess directory)."""
+    import os
+
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
 _request_children: dict[str, Any] = {}

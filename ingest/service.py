@@ -78,6 +78,7 @@ class Ingest:
         self.producer.start()
         self._drain_task = asyncio.create_task(self._drain_loop(), name="spool-drain")
         self._tally_task = asyncio.create_task(self._tally_loop(), name="metrics-tally")
+        self.refresh_gauges()
         if self.spool.depth:
             log.info("spool holds events from before: draining", extra={"records": self.spool.depth})
 
@@ -100,9 +101,11 @@ class Ingest:
         metrics.TALLY.flush()
 
     async def _tally_loop(self) -> None:
+        # Every second rather than only on a scrape: with --workers N a scrape reaches one worker, and the
+        # others' gauges must be current too (ingest.workers).
         while True:
             await asyncio.sleep(1.0)
-            metrics.TALLY.flush()
+            self.refresh_gauges()
 
     @property
     def spooling(self) -> bool:

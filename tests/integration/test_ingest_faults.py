@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def ingest_process(cfg: IngestConfig, port: int, *, bootstrap: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def ingest_process(
+    cfg: IngestConfig, port: int, *, bootstrap: str, log: Path, extra: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
     cmd = [
         INGEST_ARGS[0],
         *INGEST_ARGS[1:],
@@ -127,6 +129,7 @@ def ingest_process(cfg: IngestConfig, port: int, *, bootstrap: str, log: Path) -
         "--no-create-topics",
         "--log-format",
         "text",
+        *extra,
     ]
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
