@@ -5,7 +5,9 @@ each rate in --rates sends KServe-shaped pairs (request + response) for --second
 
 - ack: POST → 202 of the response event (the ingest's durable acknowledgement; the baseline of this run);
 - searchable: POST of the last event of the pair → its document is returned by an OpenSearch ids query;
-- archived: POST → its join key is inside a Parquet object listed in the archive.
+- archived: POST → its join key is inside a Parquet object listed in the archive;
+- joined: POST → its record is read from the records topic (a tail started with the load), which splits
+  searchable into ingest + streams and sink + index refresh.
 
 A rate is *sustained* when the load generator achieved at least 90 % of it (the ingest kept up), every
 inference sent at it becomes searchable within --drain-s after the send phase, and the p99 searchable
@@ -65,8 +67,47 @@ def _pct(values: list[float], q: float) -> float:
 class Sent:
     posted: float  # monotonic time of the last POST of the pair
     acked: float
+    joined: float | None = None  # its record first read from the records topic
     searchable: float | None = None
     archived: float | None = None
+
+
+class RecordsTail:
+    """Reads the records topic while the load runs and notes when each join key's record first appears, to
+    split POST → searchable into POST → joined (ingest + streams) and joined → searchable (sink + refresh)."""
+
+    def __init__(self, cfg: CommonConfig) -> None:
+        from confluent_kafka import Consumer
+
+        from core.kafka import base_config
+
+        self.first: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.consumer = Consumer(
+            {
+                **base_config(cfg),
+                "group.id": f"bench-e2e-tail-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self.consumer.subscribe([cfg.topic_records])
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for msg in self.consumer.consume(1000, 0.05):
+                key = msg.key()
+                if msg.error() or key is None:
+                    continue
+                self.first.setdefault(key.decode(), time.monotonic())
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.consumer.close()
 
 
 class Watcher:
@@ -193,6 +234,7 @@ def main() -> int:
                 return 2
             time.sleep(0.3)
         watcher = Watcher(cfg, index_prefix, f"archive/{cfg.topic_records}")
+        tail = RecordsTail(cfg)
         url = f"http://127.0.0.1:{port}/"
         for rate in [float(r) for r in args.rates.split(",")]:
             sent: dict[str, Sent] = {}
@@ -207,8 +249,12 @@ def main() -> int:
                 send_s = time.monotonic() - t0
                 sending.clear()
                 watching.join()
+            for key, s in sent.items():
+                s.joined = tail.first.get(key)
             ordered = sorted(sent.values(), key=lambda s: s.posted)
             search = [s.searchable - s.posted for s in ordered if s.searchable is not None]
+            joined = [s.joined - s.posted for s in ordered if s.joined is not None]
+            indexed = [s.searchable - s.joined for s in ordered if s.searchable is not None and s.joined is not None]
             third = max(1, len(ordered) // 3)
             early = [s.searchable - s.posted for s in ordered[:third] if s.searchable is not None]
             late = [s.searchable - s.posted for s in ordered[-third:] if s.searchable is not None]
@@ -224,6 +270,9 @@ def main() -> int:
                     "ack_p50_ms": round(_pct(acks, 0.5) * 1000, 1), "ack_p99_ms": round(_pct(acks, 0.99) * 1000, 1),
                     "searchable_p50_s": round(_pct(search, 0.5), 2), "searchable_p99_s": round(_pct(search, 0.99), 2),
                     "archived_p50_s": round(_pct(archived, 0.5), 2), "archived_p99_s": round(_pct(archived, 0.99), 2),
+                    "joined_p50_s": round(_pct(joined, 0.5), 2), "joined_p99_s": round(_pct(joined, 0.99), 2),
+                    "joined_to_searchable_p50_s": round(_pct(indexed, 0.5), 2),
+                    "joined_to_searchable_p99_s": round(_pct(indexed, 0.99), 2),
                     "searchable": len(search), "archived": len(archived), "sustained": sustained,
                     "mean_searchable_s": round(statistics.fmean(search), 2) if search else None,
                 }
@@ -232,12 +281,15 @@ def main() -> int:
             print(
                 f"rate {rate:>6.0f}/s (achieved {r['achieved_per_s']:>6}/s): ack p50/p99 {r['ack_p50_ms']}/"
                 f"{r['ack_p99_ms']} ms | searchable p50/p99 {r['searchable_p50_s']}/{r['searchable_p99_s']} s "
-                f"({r['searchable']}/{r['inferences']}) | archived p50/p99 {r['archived_p50_s']}/"
+                f"({r['searchable']}/{r['inferences']}) = joined {r['joined_p50_s']}/{r['joined_p99_s']} s + "
+                f"{r['joined_to_searchable_p50_s']}/{r['joined_to_searchable_p99_s']} s to searchable"
+                f" | archived p50/p99 {r['archived_p50_s']}/"
                 f"{r['archived_p99_s']} s ({r['archived']}) | sustained: {sustained}",
                 flush=True,
             )
             if not sustained:
                 break
+        tail.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
