@@ -14,12 +14,11 @@ Wiring (see FAUST-NOTES.md for why):
   Kafka timestamp, see ``send``) through a confluent-kafka producer (:mod:`streams.outputs`: librdkafka does
   the batching and socket work in its own threads), without awaiting each delivery;
 - join state goes through :class:`streams.state.WriteBackState`: at a *barrier* (every
-  ``state_flush_interval_s`` or ``state_flush_events``) the agent seals an epoch (its outputs, its state
-  changes, its events) and goes on; a committer task finishes epochs in order: the epoch's outputs are
-  delivered, then its state changes are written to RocksDB and the changelog, then its events are acked (the
-  agent iterates ``stream.noack()``); Faust flushes the producer before it commits offsets. So outputs are
-  durable before the state that says they were emitted, and that state before the source offset: a ``kill -9``
-  repeats outputs (byte-identical, same key) but loses none (``processing_guarantee=at_least_once``);
+  ``state_flush_interval_s`` or ``state_flush_events``) the outputs sent so far are flushed, then the state
+  changes are written to RocksDB and the changelog, then the events are acked (the agent iterates
+  ``stream.noack()``); Faust flushes the producer before it commits offsets. So outputs are durable before
+  the state that says they were emitted, and that state before the source offset: a ``kill -9`` repeats
+  outputs (byte-identical, same key) but loses none (``processing_guarantee=at_least_once``);
 - model metadata comes from the compacted ``inferlog.metadata`` topic (key ``namespace/isvc``, value a JSON
   object of strings, ``null`` value deletes), loaded before the worker starts and tailed afterwards; besides
   enriching records, its ``pair_timeout`` key is one step of the per-model pair timeout (:mod:`streams.timeouts`).
@@ -28,7 +27,6 @@ Wiring (see FAUST-NOTES.md for why):
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 import time
@@ -64,22 +62,6 @@ STALE_MARKERS = Counter(
     "inferlog_streams_stale_idle_markers", "Expiry markers ignored: events that arrived after them were processed"
 )
 WATERMARK = Gauge("inferlog_streams_watermark_seconds", "Event-time watermark per source partition", ["partition"])
-
-
-_IN_FLIGHT = 2  # sealed epochs waiting for their outputs before the agent waits too
-
-
-class _Epoch:
-    """What one barrier makes durable, in this order: its outputs, then its state, then its events' offsets."""
-
-    __slots__ = ("delivered", "events", "finished", "generation", "overlay")
-
-    def __init__(self, generation: int, events: list[Any], delivered: asyncio.Future[None], overlay: Any) -> None:
-        self.generation = generation
-        self.events = events
-        self.delivered = delivered
-        self.overlay = overlay
-        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 class MetadataTable:
@@ -327,84 +309,64 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
     app.joiner = joiner  # type: ignore[attr-defined]  # for tests and introspection
     app.join_state = state  # type: ignore[attr-defined]
 
-    # The barrier (see streams.state): every ``state_flush_interval_s`` or ``state_flush_events`` the agent
-    # *seals* an epoch, synchronously: the outputs sent since the last seal (a delivery future), the state
-    # changes (a sealed overlay) and the events behind them (acked only at the end). The committer task finishes
-    # epochs strictly in order: outputs delivered -> state written (RocksDB + changelog) -> events acked, while
-    # the agent goes on with the next events (reads see the sealed overlays). At most ``_IN_FLIGHT`` epochs
-    # wait at once; the agent waits for the oldest beyond that.
+    # The barrier (see streams.state): the outputs sent since the last barrier (``outputs.pending``), the
+    # events processed since then (acked only after the barrier), and a lock so the agent and the timer
+    # never run a barrier in the middle of an event.
     outputs = Outputs(cfg)
     held: list[Any] = []
     held_since = [0.0]
-    epochs: asyncio.Queue[_Epoch] = asyncio.Queue()
-    in_flight: collections.deque[_Epoch] = collections.deque()
+    lock = asyncio.Lock()
     streams_: list[Any] = []
 
     # No event-time Kafka timestamp on outputs: the broker applies retention.ms to record timestamps, so
     # replayed (old) events would produce outputs that are deleted at once. The time is in the record/header.
-    # Not awaited per record: the committer awaits an epoch's deliveries before it writes that epoch's state.
+    # Not awaited per record: the barrier awaits the delivery of everything before it writes state.
     send = outputs.send
 
-    def seal() -> _Epoch | None:
-        """Close the current epoch (no await: never in the middle of an event) and hand it to the committer."""
+    async def barrier() -> None:
+        """Outputs delivered -> state written (RocksDB + changelog) -> events acked. Caller holds ``lock``."""
         if not held and not outputs.pending and not state.dirty:
-            return None
-        epoch = _Epoch(state.generation, held[:], outputs.seal(), state.seal())
+            return
+        generation = state.generation
+        events = held[:]
         held.clear()
-        in_flight.append(epoch)
-        epochs.put_nowait(epoch)
-        return epoch
-
-    async def commit_epoch(epoch: _Epoch) -> None:
         try:
-            await epoch.delivered
+            await outputs.drain()
         except Exception as exc:  # an output was not delivered: write no state, commit nothing, restart
             log.error("output delivery failed; stopping the worker", extra={"error": repr(exc)})
             await app.crash(exc)
             raise
-        if epoch.generation != state.generation:
+        if generation != state.generation:
             return  # partitions revoked meanwhile: their events are replayed by the next owner
-        await state.write_back(epoch.overlay)
+        await state.write_back()
         stream = streams_[0] if streams_ else None
-        if stream is not None:
-            ack = stream.ack
-            for ev in epoch.events:
-                await ack(ev)
-
-    @app.task
-    async def committer() -> None:
-        while True:
-            epoch = await epochs.get()
-            try:
-                await commit_epoch(epoch)
-            finally:
-                if in_flight and in_flight[0] is epoch:
-                    in_flight.popleft()
-                if not epoch.finished.done():
-                    epoch.finished.set_result(None)
+        for ev in events:
+            if stream is not None:
+                await stream.ack(ev)
 
     @app.agent(source, concurrency=1)
     async def join(stream: Any) -> None:
         manual = stream.noack()
         streams_[:] = [manual]
-        monotonic = time.monotonic
-        flush_events, flush_interval = cfg.state_flush_events, cfg.state_flush_interval_s
         async for event in manual.events():
-            process(event)
-            if not held:
-                held_since[0] = monotonic()
-            held.append(event)
-            if len(held) >= flush_events or monotonic() - held_since[0] >= flush_interval:
-                seal()
-                if len(in_flight) > _IN_FLIGHT:
-                    await asyncio.shield(in_flight[0].finished)
+            async with lock:
+                await process(event)
+                if not held:
+                    held_since[0] = time.monotonic()
+                held.append(event)
+                if (
+                    len(held) >= cfg.state_flush_events
+                    or time.monotonic() - held_since[0] >= cfg.state_flush_interval_s
+                ):
+                    await barrier()
 
     @app.timer(interval=cfg.state_flush_interval_s)
     async def flush_state() -> None:
         """Barrier for a quiet stream (and during a rebalance, when Faust waits for the held events' acks)."""
-        seal()
+        async with lock:
+            await barrier()
 
-    def process(event: Any) -> None:
+    async def process(event: Any) -> None:
         msg = event.message
         headers = _headers(msg.headers)
         try:
@@ -475,8 +437,7 @@ def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSe
 
     @app.on_partitions_revoked.connect
     def on_revoked(sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        # Normally empty here: Faust waited for the held events' acks (the timer's seal, the committer) before
-        # this. Outputs sent for the dropped events stay in the next epoch: it waits for them too, harmlessly.
+        # Normally empty here: Faust waited for the held events' acks (the timer's barrier) before this.
         state.discard()
         held.clear()
         joiner.forget()

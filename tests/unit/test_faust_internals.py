@@ -69,26 +69,6 @@ def test_the_changelog_topic_and_the_producer_send_signature(table: Any) -> None
     assert got == ["topic", "key", "value", "partition", "timestamp", "headers"], f"{WHY}: Producer.send{got}"
 
 
-def test_the_aiokafka_batch_api_the_changelog_writes_use(table: Any) -> None:
-    # WriteBackState._send_changelog: app.producer._producer (the started aiokafka producer behind Faust's),
-    # create_batch() -> BatchBuilder.append(key=, value=, timestamp=, headers=) / close(), then
-    # send_batch(batch, topic, partition=) whose future's offset is the batch's first offset.
-    import aiokafka
-    from aiokafka.producer.message_accumulator import BatchBuilder
-
-    producer_type = type(table.app.producer)
-    assert "_producer" in inspect.getsource(producer_type.flush), f"{WHY}: Producer.flush no longer flushes _producer"
-    assert issubclass(table.app.producer._producer_type, aiokafka.AIOKafkaProducer), WHY
-    send_batch = list(inspect.signature(aiokafka.AIOKafkaProducer.send_batch).parameters)
-    assert send_batch == ["self", "batch", "topic", "partition"], f"aiokafka send_batch{send_batch}"
-    append = list(inspect.signature(BatchBuilder.append).parameters)
-    assert append == ["self", "timestamp", "key", "value", "headers"], f"aiokafka BatchBuilder.append{append}"
-    builder = BatchBuilder(1024, 0)  # batch size, no compression
-    assert builder.append(key=b"k", value=None, timestamp=None, headers=[]) is not None
-    builder.close()
-    assert builder.append(key=b"k2", value=b"v", timestamp=None, headers=[]) is None
-
-
 def test_the_consumer_committed_offsets_the_idle_fallback_reads(tmp_path: Path) -> None:
     # streams.app's idle check: a partition is idle only once app.consumer._committed_offset[tp] (set by the seek
     # after recovery and by each commit) has reached the end offset from app.consumer.highwaters(*tps).
