@@ -212,19 +212,9 @@ def test_ticks_carry_the_partition_watermark(scenario: dict[str, Any]) -> None:
 
 
 def test_replay_into_fresh_app_gives_byte_identical_records(scenario: dict[str, Any]) -> None:
-    cfg = scenario["cfg"]
     import uuid
 
-    u = uuid.uuid4().hex[:8]
-    replay = dataclasses.replace(
-        cfg,
-        app_id=f"{cfg.app_id}-replay-{u}",
-        topic_records=f"{cfg.topic_records}.replay.{u}",
-        topic_failures=f"{cfg.topic_failures}.replay.{u}",
-        topic_deadletter=f"{cfg.topic_deadletter}.replay.{u}",
-        store_dir=tempfile.mkdtemp(prefix="streams-replay-"),
-    )
-    T.create_topics(replay)
+    replay = T.replay_config(scenario["cfg"], uuid.uuid4().hex[:8])
     with T.running_worker(replay, "replay"):
         recs = T.read_all(replay, replay.topic_records, until=lambda r: len(keyed(r)) >= EXPECTED_RECORDS, timeout_s=90)
         fails = T.read_all(

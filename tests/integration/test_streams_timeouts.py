@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -94,16 +92,7 @@ def run_worker(cfg: StreamsConfig, name: str) -> tuple[list[T.Rec], list[T.Rec]]
 
 def replay_in_a_fresh_app(cfg: StreamsConfig, unique: str) -> tuple[list[T.Rec], list[T.Rec]]:
     """The events of ``cfg`` read again by a worker of a new app id, into output topics of its own."""
-    replay = dataclasses.replace(
-        cfg,
-        app_id=f"{cfg.app_id}-replay-{unique[:6]}",
-        topic_records=f"{cfg.topic_records}.replay",
-        topic_failures=f"{cfg.topic_failures}.replay",
-        topic_deadletter=f"{cfg.topic_deadletter}.replay",
-        store_dir=tempfile.mkdtemp(prefix="streams-replay-"),
-    )
-    T.create_topics(replay)
-    return run_worker(replay, "replay")
+    return run_worker(T.replay_config(cfg, unique[:6]), "replay")
 
 
 def test_slow_pairs_within_their_own_timeout_complete_and_replay_identically(stack: CommonConfig, unique: str) -> None:

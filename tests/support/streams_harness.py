@@ -87,6 +87,21 @@ def create_topics(cfg: StreamsConfig) -> None:
     ensure_topics(cfg, streams_topic_specs(cfg))
 
 
+def replay_config(cfg: StreamsConfig, tag: str) -> StreamsConfig:
+    """The same events read by a new app id into output topics and a store of its own (topics created), to
+    check that a replay writes byte-identical records."""
+    replay = dataclasses.replace(
+        cfg,
+        app_id=f"{cfg.app_id}-replay-{tag}",
+        topic_records=f"{cfg.topic_records}.replay.{tag}",
+        topic_failures=f"{cfg.topic_failures}.replay.{tag}",
+        topic_deadletter=f"{cfg.topic_deadletter}.replay.{tag}",
+        store_dir=tempfile.mkdtemp(prefix="streams-replay-"),
+    )
+    create_topics(replay)
+    return replay
+
+
 def produce(
     cfg: StreamsConfig,
     events: Iterable[LoggedEvent | tuple[Any, bytes | None, bytes, list[tuple[str, bytes]]]],
