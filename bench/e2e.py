@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -36,6 +37,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# What each process of the pipeline and the stack is called in the CPU breakdown (first match of its command line).
+COMPONENTS = (
+    ("inferlog.cli ingest", "ingest"),
+    ("inferlog.cli streams", "streams"),
+    ("inferlog.cli sink s3", "sink s3"),
+    ("inferlog.cli sink opensearch", "sink opensearch"),
+    ("inferlog.cli sink iceberg", "sink iceberg"),
+    ("opensearch", "OpenSearch"),
+    ("kafka.Kafka", "Kafka"),
+    ("weed", "SeaweedFS"),
+    ("quarkus", "registry"),
+    ("bench/e2e.py", "bench tail + polls"),
+)
+
+
+def cpu_by_component() -> dict[str, float]:
+    """CPU seconds (user + system, all threads) used so far by each live process of :data:`COMPONENTS`."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        name = next((label for pattern, label in COMPONENTS if pattern in cmd), None)
+        if name is not None:
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -68,6 +103,7 @@ class Sent:
     posted: float  # monotonic time of the last POST of the pair
     acked: float
     joined: float | None = None  # its record first read from the records topic
+    produced: float | None = None  # the Kafka timestamp of that record (when streams produced it)
     searchable: float | None = None
     archived: float | None = None
 
@@ -82,6 +118,8 @@ class RecordsTail:
         from core.kafka import base_config
 
         self.first: dict[str, float] = {}
+        self.produced: dict[str, float] = {}  # the record's Kafka timestamp (set by streams' producer), monotonic
+        self._wall_to_mono = time.monotonic() - time.time()
         self.stop = threading.Event()
         self.consumer = Consumer(
             {
@@ -102,7 +140,8 @@ class RecordsTail:
                 key = msg.key()
                 if msg.error() or key is None:
                     continue
-                self.first.setdefault(key.decode(), time.monotonic())
+                if self.first.setdefault(key.decode(), now := time.monotonic()) == now:
+                    self.produced[key.decode()] = msg.timestamp()[1] / 1000 + self._wall_to_mono
 
     def close(self) -> None:
         self.stop.set()
@@ -146,18 +185,28 @@ class Watcher:
         return keys
 
 
-async def drive(url: str, rate: float, seconds: float, namespace: str, sent: dict[str, Sent]) -> None:
-    """Send pairs at ``rate`` inferences/s for ``seconds`` with open-loop pacing."""
+Inference = tuple[str, list[tuple[dict[str, str], bytes]]]  # join key, (headers, body) of its events
+
+
+def inferences(rate: float, seconds: float, namespace: str) -> list[Inference]:
+    """The pairs one rate sends, generated before the load so that the measurement knows every key."""
     rng = random.Random(7)
+    out = []
+    for _ in range(int(rate * seconds)):
+        events = inference_events(rng, namespace)
+        h = events[-1][0]
+        out.append((f"{h['Ce-Namespace']}/{h['Ce-Inferenceservicename']}/predictor/{h['Ce-Id']}", events))
+    return out
+
+
+async def drive(url: str, rate: float, todo: list[Inference], start: float) -> dict[str, tuple[float, float]]:
+    """Send ``todo`` at ``rate`` inferences/s from ``start`` (open-loop pacing); ``{key: (posted, acked)}``."""
+    done: dict[str, tuple[float, float]] = {}
     conn = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=conn) as session:
-        start = time.monotonic()
-        n = int(rate * seconds)
-        tasks = []
 
-        async def one(events: list[tuple[dict[str, str], bytes]]) -> None:
+        async def one(key: str, events: list[tuple[dict[str, str], bytes]]) -> None:
             posted = acked = 0.0
-            key = ""
             for headers, body in events:
                 posted = time.monotonic()
                 async with session.post(url, data=body, headers=headers) as resp:
@@ -165,24 +214,38 @@ async def drive(url: str, rate: float, seconds: float, namespace: str, sent: dic
                     if resp.status != 202:
                         raise RuntimeError(f"ingest answered {resp.status}")
                 acked = time.monotonic()
-                key = f"{headers['Ce-Namespace']}/{headers['Ce-Inferenceservicename']}/predictor/{headers['Ce-Id']}"
-            sent[key] = Sent(posted, acked)
+            done[key] = (posted, acked)
 
-        for i in range(n):
+        tasks = []
+        for i, (key, events) in enumerate(todo):
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)  # open-loop pacing of the load, not synchronisation
-            tasks.append(asyncio.create_task(one(inference_events(rng, namespace))))
+            tasks.append(asyncio.create_task(one(key, events)))
         await asyncio.gather(*tasks)
+    return done
+
+
+def load_process(url: str, rate: float, todo: list[Inference], start: float, out: Connection) -> None:
+    """The load generator, in its own process: the measurement's polling and the records tail must not share
+    an interpreter lock with it (their timestamps would wait for the load's event loop, and the reverse)."""
+    try:
+        done = asyncio.run(drive(url, rate, todo, start))
+        out.send((done, time.process_time()))
+    except BaseException as exc:
+        out.send(exc)
+        raise
 
 
 def measure(watcher: Watcher, sent: dict[str, Sent], sending: threading.Event, drain_s: float) -> None:
-    """Poll while the load runs (``sending`` set) and up to ``drain_s`` after it, until everything is seen."""
+    """Poll while the load runs (``sending`` set) and up to ``drain_s`` after it, until everything is seen.
+    ``sent`` holds each key with the time it is due to be posted; a key is looked for from then on."""
     until: float | None = None
     while until is None or time.monotonic() < until:
         if until is None and not sending.is_set():
             until = time.monotonic() + drain_s
-        snapshot = list(sent.items())
+        now = time.monotonic()
+        snapshot = [(k, s) for k, s in list(sent.items()) if s.posted <= now]
         pending = [k for k, s in snapshot if s.searchable is None]
         try:  # one failed poll (OpenSearch busy, an object listed before it is readable) must not end the watch
             now = time.monotonic()
@@ -194,7 +257,7 @@ def measure(watcher: Watcher, sent: dict[str, Sent], sending: threading.Event, d
                     sent[k].archived = now
         except Exception as exc:
             print(f"measurement poll failed (retrying): {type(exc).__name__}: {exc}", file=sys.stderr)
-        if until is not None and all(s.searchable is not None and s.archived is not None for _, s in snapshot):
+        if until is not None and all(s.searchable is not None and s.archived is not None for s in sent.values()):
             return
         time.sleep(0.25)  # polling interval of the measurement
 
@@ -204,6 +267,9 @@ def main() -> int:
     parser.add_argument("--rates", default="50,100,200,400", help="inferences/s to try, comma separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="send phase per rate")
     parser.add_argument("--drain-s", type=float, default=30.0, help="time allowed after the send phase")
+    parser.add_argument(
+        "--timeline", type=Path, help="write each inference's times (s after the phase's start) to this JSON-lines file"
+    )
     args = parser.parse_args()
 
     cfg = load(CommonConfig)
@@ -214,8 +280,7 @@ def main() -> int:
     cfg = dataclasses.replace(cfg, **topics)
     index_prefix = f"bench{run_id}"
     port, mport = _free_port(), _free_port()
-    env = dict(os.environ)
-    env.update(DEMO_ENV)
+    env = {**DEMO_ENV, **os.environ}  # the demo's short event-time settings, unless the environment says otherwise
     env.update({f"INFERLOG_{k.upper()}": v for k, v in topics.items()})
     env.update({"INFERLOG_INDEX_PREFIX": index_prefix, "INFERLOG_INDEX_REPLICAS": "0"})
     log = Path(tempfile.mkdtemp(prefix="inferlog-bench-e2e-")) / "run.log"
@@ -236,22 +301,40 @@ def main() -> int:
         watcher = Watcher(cfg, index_prefix, f"archive/{cfg.topic_records}")
         tail = RecordsTail(cfg)
         url = f"http://127.0.0.1:{port}/"
+        mp = multiprocessing.get_context("spawn")
         for rate in [float(r) for r in args.rates.split(",")]:
-            sent: dict[str, Sent] = {}
+            todo = inferences(rate, args.seconds, f"r{int(rate)}")
+            start = time.monotonic() + 1.0  # the load process's start-up must not eat into the schedule
+            sent = {key: Sent(start + i / rate, 0.0) for i, (key, _) in enumerate(todo)}
             sending = threading.Event()
             sending.set()
             watching = threading.Thread(target=measure, args=(watcher, sent, sending, args.drain_s))
             watching.start()  # measures while the load runs, not after
-            t0 = time.monotonic()
+            results_in, results_out = mp.Pipe(duplex=False)
+            loader = mp.Process(target=load_process, args=(url, rate, todo, start, results_out))
+            loader.start()
+            cpu0 = cpu_by_component()
             try:
-                asyncio.run(drive(url, rate, args.seconds, f"r{int(rate)}", sent))
+                done = results_in.recv()  # the load sends once, when it is over (or failed)
+                loader.join()
             finally:
-                send_s = time.monotonic() - t0
+                send_s = time.monotonic() - start
+                cpu1 = cpu_by_component()
                 sending.clear()
                 watching.join()
+            if isinstance(done, BaseException):
+                raise RuntimeError(f"load generator failed: {done!r}")
+            done, cpu1["bench load"] = done
+            for key, (posted, acked) in done.items():
+                sent[key].posted, sent[key].acked = posted, acked
             for key, s in sent.items():
-                s.joined = tail.first.get(key)
+                s.joined, s.produced = tail.first.get(key), tail.produced.get(key)
             ordered = sorted(sent.values(), key=lambda s: s.posted)
+            if args.timeline:
+                with args.timeline.open("a") as out:
+                    for s in ordered:
+                        times = {k: None if v is None else round(v - start, 3) for k, v in vars(s).items()}
+                        out.write(json.dumps({"rate": rate, **times}) + "\n")
             search = [s.searchable - s.posted for s in ordered if s.searchable is not None]
             joined = [s.joined - s.posted for s in ordered if s.joined is not None]
             indexed = [s.searchable - s.joined for s in ordered if s.searchable is not None and s.joined is not None]
@@ -275,6 +358,8 @@ def main() -> int:
                     "joined_to_searchable_p99_s": round(_pct(indexed, 0.99), 2),
                     "searchable": len(search), "archived": len(archived), "sustained": sustained,
                     "mean_searchable_s": round(statistics.fmean(search), 2) if search else None,
+                    # cores each component used over the send phase
+                    "cpu_cores": {k: round((v - cpu0.get(k, 0.0)) / send_s, 2) for k, v in sorted(cpu1.items())},
                 }
             )  # fmt: skip
             r = results[-1]
@@ -287,6 +372,10 @@ def main() -> int:
                 f"{r['archived_p99_s']} s ({r['archived']}) | sustained: {sustained}",
                 flush=True,
             )
+            cores = sorted(r["cpu_cores"].items(), key=lambda kv: -kv[1])
+            total = sum(r["cpu_cores"].values())
+            print(f"  cores used while sending ({send_s:.0f} s, {total:.2f} of {os.cpu_count()}): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in cores), flush=True)  # fmt: skip
             if not sustained:
                 break
         tail.close()

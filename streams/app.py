@@ -51,6 +51,7 @@ from streams.join import Duplicate, Joiner, Orphan, Outcome, Paired, Tick
 from streams.outputs import Outputs
 from streams.state import WriteBackState
 from streams.timeouts import PairTimeouts
+from streams.transport import WorkerApp
 
 log = logging.getLogger("inferlog.streams")
 
@@ -261,8 +262,9 @@ def faust_credentials(cfg: StreamsConfig) -> Any:
 def build_app(cfg: StreamsConfig, record_serde: AvroSerde, failure_serde: AvroSerde, meta: MetadataTable) -> faust.App:
     """The Faust app with its agent, table, timer and tasks."""
     brokers = [f"kafka://{h.strip()}" for h in cfg.kafka_bootstrap.split(",") if h.strip()]
-    app = faust.App(
+    app = WorkerApp(
         cfg.app_id,
+        fetch_wait_s=cfg.fetch_wait_s,
         broker=brokers,
         broker_credentials=faust_credentials(cfg),
         store="rocksdb://",

@@ -1,9 +1,11 @@
 """streams/state.py writes the join table's RocksDB store and changelog itself, through faust internals that
-are not public API. Each one it touches is checked here on the installed faust, so an upgrade that moves one
-fails in this test, naming the version, instead of losing state in production."""
+are not public API, and streams/transport.py sets one of aiokafka's. Each one they touch is checked here on the
+installed versions, so an upgrade that moves one fails in this test, naming the version, instead of losing state
+(or latency) in production."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import inspect
 from pathlib import Path
@@ -84,3 +86,21 @@ def test_the_consumer_committed_offsets_the_idle_fallback_reads(tmp_path: Path) 
     perform_seek = inspect.getsource(Consumer.perform_seek)
     commit = inspect.getsource(Consumer._commit_offsets)
     assert "_committed_offset.update" in perform_seek and "_committed_offset.update" in commit, WHY
+
+
+async def test_the_worker_consumer_gets_the_configured_fetch_wait(tmp_path: Path) -> None:
+    # streams.transport: the worker app's consumer thread builds Faust's aiokafka consumer, then sets the private
+    # attribute aiokafka's start() hands to its fetcher (Faust passes a fixed fetch_max_wait_ms=1500).
+    import aiokafka
+
+    from streams.transport import WorkerApp
+
+    app = WorkerApp("probe", fetch_wait_s=0.05, broker="kafka://127.0.0.1:1", datadir=str(tmp_path), web_enabled=False)
+    consumer = app.consumer._thread._create_consumer(asyncio.get_running_loop())
+    try:
+        assert isinstance(consumer, aiokafka.AIOKafkaConsumer), f"{WHY}: the worker consumer is {type(consumer)}"
+        assert consumer._fetch_max_wait_ms == 50, WHY
+        start = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+        assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start, f"aiokafka {aiokafka.__version__}: {WHY}"
+    finally:
+        await consumer.stop()
