@@ -237,29 +237,33 @@ def load_process(url: str, rate: float, todo: list[Inference], start: float, out
         raise
 
 
-def measure(watcher: Watcher, sent: dict[str, Sent], sending: threading.Event, drain_s: float) -> None:
-    """Poll while the load runs (``sending`` set) and up to ``drain_s`` after it, until everything is seen.
-    ``sent`` holds each key with the time it is due to be posted; a key is looked for from then on."""
+def measure(
+    kind: str, watcher: Watcher, sent: dict[str, Sent], sending: threading.Event, drain_s: float, cycles: list[float]
+) -> None:
+    """Poll for ``kind`` ("searchable" or "archived") while the load runs (``sending`` set) and up to ``drain_s``
+    after it, until every key is seen. ``sent`` holds each key with the time it is due to be posted; a key is
+    looked for from then on. Appends the length of every poll cycle to ``cycles``: a key is stamped with the
+    start of the poll that found it, so the cycle is the resolution of the measurement."""
     until: float | None = None
     while until is None or time.monotonic() < until:
         if until is None and not sending.is_set():
             until = time.monotonic() + drain_s
-        now = time.monotonic()
-        snapshot = [(k, s) for k, s in list(sent.items()) if s.posted <= now]
-        pending = [k for k, s in snapshot if s.searchable is None]
+        began = time.monotonic()
         try:  # one failed poll (OpenSearch busy, an object listed before it is readable) must not end the watch
-            now = time.monotonic()
-            for k in watcher.searchable(pending) if pending else ():
-                sent[k].searchable = now
-            now = time.monotonic()
-            for k in watcher.archived():
-                if k in sent and sent[k].archived is None:
-                    sent[k].archived = now
+            if kind == "searchable":
+                pending = [k for k, s in list(sent.items()) if s.posted <= began and s.searchable is None]
+                for k in watcher.searchable(pending) if pending else ():
+                    sent[k].searchable = began
+            else:
+                for k in watcher.archived():
+                    if k in sent and sent[k].archived is None:
+                        sent[k].archived = began
         except Exception as exc:
-            print(f"measurement poll failed (retrying): {type(exc).__name__}: {exc}", file=sys.stderr)
-        if until is not None and all(s.searchable is not None and s.archived is not None for s in sent.values()):
+            print(f"{kind} poll failed (retrying): {type(exc).__name__}: {exc}", file=sys.stderr)
+        if until is not None and all(getattr(s, kind) is not None for s in sent.values()):
             return
-        time.sleep(0.25)  # polling interval of the measurement
+        time.sleep(0.1)  # between two polls of the measurement
+        cycles.append(time.monotonic() - began)
 
 
 def main() -> int:
@@ -308,8 +312,13 @@ def main() -> int:
             sent = {key: Sent(start + i / rate, 0.0) for i, (key, _) in enumerate(todo)}
             sending = threading.Event()
             sending.set()
-            watching = threading.Thread(target=measure, args=(watcher, sent, sending, args.drain_s))
-            watching.start()  # measures while the load runs, not after
+            cycles: dict[str, list[float]] = {"searchable": [], "archived": []}
+            watching = [
+                threading.Thread(target=measure, args=(kind, watcher, sent, sending, args.drain_s, cycles[kind]))
+                for kind in cycles
+            ]
+            for t in watching:
+                t.start()  # measures while the load runs, not after
             results_in, results_out = mp.Pipe(duplex=False)
             loader = mp.Process(target=load_process, args=(url, rate, todo, start, results_out))
             loader.start()
@@ -321,7 +330,8 @@ def main() -> int:
                 send_s = time.monotonic() - start
                 cpu1 = cpu_by_component()
                 sending.clear()
-                watching.join()
+                for t in watching:
+                    t.join()
             if isinstance(done, BaseException):
                 raise RuntimeError(f"load generator failed: {done!r}")
             done, cpu1["bench load"] = done
@@ -358,6 +368,9 @@ def main() -> int:
                     "joined_to_searchable_p99_s": round(_pct(indexed, 0.99), 2),
                     "searchable": len(search), "archived": len(archived), "sustained": sustained,
                     "mean_searchable_s": round(statistics.fmean(search), 2) if search else None,
+                    # the resolution of the searchable times: how long one poll of OpenSearch took
+                    "searchable_poll_p50_s": round(_pct(cycles["searchable"], 0.5), 2),
+                    "searchable_poll_max_s": round(max(cycles["searchable"], default=float("nan")), 2),
                     # cores each component used over the send phase
                     "cpu_cores": {k: round((v - cpu0.get(k, 0.0)) / send_s, 2) for k, v in sorted(cpu1.items())},
                 }
@@ -373,6 +386,7 @@ def main() -> int:
                 flush=True,
             )
             cores = sorted(r["cpu_cores"].items(), key=lambda kv: -kv[1])
+            print(f"  searchable polled every {r['searchable_poll_p50_s']} s (p50; max {r['searchable_poll_max_s']} s)")
             total = sum(r["cpu_cores"].values())
             print(f"  cores used while sending ({send_s:.0f} s, {total:.2f} of {os.cpu_count()}): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in cores), flush=True)  # fmt: skip

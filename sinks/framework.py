@@ -70,6 +70,9 @@ IN_FLIGHT = Gauge("inferlog_sink_writes_in_flight", "Batch writes running in the
 
 TP = tuple[str, int]
 
+#: Write threads of a sink with coalesced writes (one per partition with a write waiting, up to this many).
+COALESCED_THREADS = 32
+
 
 @dataclass(slots=True)
 class Item:
@@ -189,6 +192,10 @@ class Sink(abc.ABC):
     #: (a store that keeps "everything before offset N is here", as Iceberg snapshots do, needs that; writes of
     #: different partitions still overlap).
     ordered_writes: bool = False
+    #: ``write`` calls of different partitions may wait for each other and go out as one request (a bulk of
+    #: many partitions' batches): the runner then lets every partition have one write in flight at once, and
+    #: the sink itself bounds the requests it sends at once.
+    coalesced_writes: bool = False
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Create clients and check the destination is reachable; raise a typed error if not."""
@@ -272,7 +279,8 @@ class SinkRunner:
     :param max_in_flight: overrides ``sink.max_in_flight``.
 
     **Writes in flight.** A closed batch is written by a background thread, at most ``max_in_flight`` at once;
-    when all are busy the consume thread waits for the oldest (backpressure). The consume thread takes the
+    when all are busy the consume thread waits for the oldest (backpressure); a sink with
+    :attr:`Sink.coalesced_writes` gets one write per partition in flight instead. The consume thread takes the
     results per partition in the order the batches were cut: a successful write is committed only once every
     batch cut before it on that partition was written and committed. When a write fails (retriable), that
     batch is kept for retries with the partition paused, the batches of the partition cut after it are
@@ -539,14 +547,18 @@ class SinkRunner:
         if self.max_in_flight <= 0 or (not batch.records and not part.in_flight):
             self._attempt(tp, batch, 0, inline=True)  # (a batch with nothing to write commits in turn too)
             return
-        while len(self._running) >= self.max_in_flight or (self.sink.ordered_writes and part.in_flight):
+        coalesced = self.sink.coalesced_writes
+        while (part.in_flight if coalesced else len(self._running) >= self.max_in_flight) or (
+            self.sink.ordered_writes and part.in_flight
+        ):
             # backpressure: wait for a slot (or, for ordered writes, for this partition's write before it)
             wait(set(self._running), return_when=FIRST_COMPLETED)
             self._reap()
             if part.pending is not None:  # an earlier batch of this partition failed meanwhile: this one is re-read
                 return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix=f"sink-{self.sink.kind}-write")
+            threads = max(self.max_in_flight, COALESCED_THREADS) if coalesced else self.max_in_flight
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"sink-{self.sink.kind}-write")
         future = self._pool.submit(self._write, batch, self.INLINE_RETRY)
         self._running.add(future)
         future.add_done_callback(self._running.discard)

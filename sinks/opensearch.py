@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -59,6 +60,11 @@ class OpenSearchSinkConfig(SinkConfig):
     )
     bulk_bytes: int = setting(5 * 1024 * 1024, "Largest _bulk request body in bytes")
     index_replicas: int = setting(1, "number_of_replicas in the index template")
+    index_refresh_s: float = setting(
+        1.0,
+        "refresh_interval in the index template: a document is searchable at most this long after its bulk "
+        "request; shorter costs the index more refreshes and merges (applies to indices created after the change)",
+    )
     index_shards: int = setting(1, "number_of_shards in the index template")
     index_body_max_bytes: int = setting(
         32 * 1024, "Bodies longer than this are truncated in the search document (the archive keeps them whole)"
@@ -70,6 +76,8 @@ class OpenSearchSinkConfig(SinkConfig):
             raise ConfigError(f"{env_name('bulk_bytes')} must be >= 1")
         if self.index_linger_s <= 0:
             raise ConfigError(f"{env_name('index_linger_s')} must be > 0")
+        if self.index_refresh_s < 0.001:
+            raise ConfigError(f"{env_name('index_refresh_s')} must be at least 0.001 (one millisecond)")
         prefix = self.index_prefix
         if not prefix or prefix != prefix.lower() or any(c in prefix for c in ' "*\\<|,>/?#:'):
             raise ConfigError(f'{env_name("index_prefix")}={prefix!r}: lowercase, no spaces or \\/*?"<>|,#:')
@@ -126,6 +134,7 @@ def index_templates(cfg: OpenSearchSinkConfig) -> dict[str, dict[str, Any]]:
                 "settings": {
                     "number_of_shards": cfg.index_shards,
                     "number_of_replicas": cfg.index_replicas,
+                    "refresh_interval": f"{round(cfg.index_refresh_s * 1000)}ms",
                 },
                 "mappings": {"dynamic": False, "properties": mapping(schema_name)},
             },
@@ -288,6 +297,93 @@ def _reason(error: Any) -> str:
     return text
 
 
+class _Job:
+    """One batch's bulk items waiting in a :class:`BulkGroups`, and how they ended."""
+
+    def __init__(self, items: list[Prepared]) -> None:
+        self.items = items
+        self.rejected: list[Rejected] = []
+        self.again: list[Prepared] = []
+        self.failure: BaseException | None = None  # the request failed as a whole
+        self.done = False
+
+    def outcome(self) -> list[Rejected]:
+        if self.failure is not None and not (isinstance(self.failure, WriteError) and self.failure.retriable):
+            raise self.failure
+        if self.again:
+            why = f": {self.failure}" if self.failure is not None else " answered 429/5xx"
+            raise PartialWrite(
+                f"{len(self.again)} bulk items to retry{why}",
+                retry=[p.item for p in self.again],
+                rejected=self.rejected,
+            ) from self.failure
+        return self.rejected
+
+
+class BulkGroups:
+    """Group commit of bulk items: the batches of all partitions that are waiting go out in one ``_bulk`` body.
+
+    Batches are cut per partition, and each a request of its own made a bulk per partition and linger: at 400
+    records/s over 12 partitions, bulks of a few dozen documents queued behind each other, and the index
+    fsyncs its translog once per request. Here a :meth:`submit` queues its items; a caller finding fewer than
+    ``senders`` requests under way takes everything queued and sends it (in bodies of at most ``max_bytes``),
+    the others wait for their items' outcomes. Each batch gets back its own: the items refused for good, or a
+    :class:`PartialWrite` naming only its items worth another try.
+    """
+
+    def __init__(self, bulk: Callable[[bytes], Any], max_bytes: int, senders: int) -> None:
+        self._bulk, self._max_bytes, self._senders_max = bulk, max_bytes, max(1, senders)
+        self._cond = threading.Condition()
+        self._queue: list[_Job] = []
+        self._senders = 0
+
+    def submit(self, items: list[Prepared]) -> list[Rejected]:
+        job = _Job(items)
+        with self._cond:
+            self._queue.append(job)
+        while True:
+            with self._cond:
+                while not job.done and not (self._queue and self._senders < self._senders_max):
+                    self._cond.wait()
+                if job.done:
+                    return job.outcome()
+                jobs, self._queue = self._queue, []
+                self._senders += 1
+            try:
+                self._send(jobs)
+            finally:
+                with self._cond:
+                    self._senders -= 1
+                    for j in jobs:
+                        j.done = True
+                    self._cond.notify_all()
+
+    def _send(self, jobs: list[_Job]) -> None:
+        owner = {id(p): j for j in jobs for p in j.items}
+        todo = list(chunks([p for j in jobs for p in j.items], self._max_bytes))
+        for n, chunk in enumerate(todo):
+            try:
+                res = self._bulk(b"".join(p.lines for p in chunk))
+            except BaseException as exc:  # handed to every caller whose items were not sent
+                for p in (p for c in todo[n:] for p in c):
+                    j = owner[id(p)]
+                    j.failure = exc
+                    j.again.append(p)
+                return
+            if not res.get("errors"):
+                continue
+            for p, result in zip(chunk, res["items"], strict=True):
+                outcome = next(iter(result.values()))
+                status = int(outcome.get("status", 0))
+                if status < 300:
+                    continue
+                if status == 429 or status >= 500:
+                    owner[id(p)].again.append(p)
+                else:
+                    reason = f"HTTP {status} {_reason(outcome.get('error'))}"
+                    owner[id(p)].rejected.append(Rejected(p.item, reason, "rejected"))
+
+
 class OpenSearchSink(Sink):
     """Index records and failure signals; ``_id`` = join key.
 
@@ -298,61 +394,39 @@ class OpenSearchSink(Sink):
     stage = "indexed"
     deterministic_cuts = False  # documents do not depend on where batches are cut
     raw_timestamps = True  # documents get the ISO strings from int micros (cheaper to decode, same bytes)
+    coalesced_writes = True  # the partitions' batches share bulk requests (BulkGroups)
 
     def __init__(self, cfg: OpenSearchSinkConfig) -> None:
         self.cfg = cfg
         self.client: BulkClient | None = None
         self.linger_s = cfg.index_linger_s
+        self.groups: BulkGroups | None = None
 
     def setup(self) -> None:
-        self.client = client = BulkClient(self.cfg)
+        client = BulkClient(self.cfg)
         retry_sync(
             lambda: client.call("GET", "/"), Backoff(base_s=0.5, cap_s=5, attempts=0, deadline_s=60), what="connect"
         )
         for name, body in index_templates(self.cfg).items():
             client.call("PUT", f"/_index_template/{quote(name)}", orjson.dumps(body))
+        self.attach(client)
+
+    def attach(self, client: BulkClient) -> None:
+        """Write through ``client`` (at most ``sink_max_in_flight`` bulk requests at once)."""
+        self.client = client
+        self.groups = BulkGroups(client.bulk, self.cfg.bulk_bytes, self.cfg.sink_max_in_flight)
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
 
     def write(self, batch: Batch) -> list[Rejected]:
-        """One round of bulk requests over ``batch.records``. Items answered 429/5xx, and those of a request
-        that failed as a whole, are handed back in a :class:`PartialWrite`: the framework's retry sends only
-        them. Other item errors are permanent (returned, dead-lettered)."""
-        assert self.client is not None
-        client = self.client
-        rejected: list[Rejected] = []
-        again: list[Prepared] = []
-        todo = list(chunks(prepare(self.cfg, batch), self.cfg.bulk_bytes))
-        for n, chunk in enumerate(todo):
-            try:
-                res = client.bulk(b"".join(p.lines for p in chunk))
-            except WriteError as exc:
-                if not exc.retriable:
-                    raise
-                retry = again + [p for c in todo[n:] for p in c]
-                raise PartialWrite(
-                    f"bulk request failed, {len(retry)} items to retry: {exc}",
-                    retry=[p.item for p in retry],
-                    rejected=rejected,
-                ) from exc
-            if not res.get("errors"):
-                continue
-            for p, result in zip(chunk, res["items"], strict=True):
-                outcome = next(iter(result.values()))
-                status = int(outcome.get("status", 0))
-                if status < 300:
-                    continue
-                if status == 429 or status >= 500:
-                    again.append(p)
-                else:
-                    rejected.append(Rejected(p.item, f"HTTP {status} {_reason(outcome.get('error'))}", "rejected"))
-        if again:
-            raise PartialWrite(
-                f"{len(again)} bulk items answered 429/5xx", retry=[p.item for p in again], rejected=rejected
-            )
-        return rejected
+        """The batch's documents, sent in bulk requests with those of other partitions waiting at the same time
+        (:class:`BulkGroups`). Items answered 429/5xx, and those of a request that failed as a whole, are handed
+        back in a :class:`PartialWrite`: the framework's retry sends only them. Other item errors are permanent
+        (returned, dead-lettered); a permanent failure of a whole request is raised."""
+        assert self.groups is not None
+        return self.groups.submit(prepare(self.cfg, batch))
 
 
 def stored(cfg: SinkConfig, topic: str, record_at: dict[tuple[int, int], str]) -> set[str]:

@@ -324,7 +324,7 @@ class FakeBulk:
 def test_only_429_and_5xx_items_are_retried_and_4xx_items_are_rejected() -> None:
     sink = OpenSearchSink(OpenSearchSinkConfig())
     fake = FakeBulk([[201, 429, 400, 503], [200, 200]])
-    sink.client = fake  # type: ignore[assignment]
+    sink.attach(fake)  # type: ignore[arg-type]
     batch = batch_of([make_record(i) for i in range(4)])
     with pytest.raises(PartialWrite) as exc:
         sink.write(batch)
@@ -344,7 +344,7 @@ def test_only_429_and_5xx_items_are_retried_and_4xx_items_are_rejected() -> None
 def test_one_retry_layer_items_that_keep_failing_cost_the_framework_s_attempts_only() -> None:
     sink = OpenSearchSink(OpenSearchSinkConfig())
     fake = FakeBulk([[429]] * 10)
-    sink.client = fake  # type: ignore[assignment]
+    sink.attach(fake)  # type: ignore[arg-type]
     runner = SinkRunner(SinkConfig(), sink)
     with pytest.raises(WriteError) as exc:
         runner._write(batch_of([make_record(0)]), Backoff(base_s=0.0, cap_s=0.0, attempts=3, jitter=False))
