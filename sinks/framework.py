@@ -45,7 +45,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from core import metrics
 from core.errors import is_retriable
-from core.kafka import consumer_config, producer_config
+from core.kafka import BATCH_FETCH, consumer_config, producer_config
 from core.retry import Backoff, retry_sync
 from schemas import AvroSerde
 from schemas.wire import tick_time_us
@@ -360,7 +360,7 @@ class SinkRunner:
             )
             for t in self.cfg.topics()
         }
-        conf = consumer_config(self.cfg, self.group, **{"enable.partition.eof": False})
+        conf = consumer_config(self.cfg, self.group, defaults=BATCH_FETCH, **{"enable.partition.eof": False})
         if self.cfg.sink_instance_id:
             conf["group.instance.id"] = self.cfg.sink_instance_id
         conf.update(self._consumer_overrides)

@@ -26,7 +26,8 @@ not at all. So:
 
 Commits of one process are serialised (threads would only conflict with each other); each costs a catalog
 round trip and a manifest write (~150-300 ms here), so batches should be large: cuts are those of the archive
-(``flush_records``, ``flush_bytes``, ``flush_span_s`` of record time).
+(``flush_records``, ``flush_bytes``, ``flush_span_s`` of record time), and the batches of the partitions that
+wait at the same time go into one commit (:mod:`sinks.groups`): one snapshot, not one per partition.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from sinks.config import SinkConfig
 from sinks.errors import WriteError
 from sinks.flatten import to_table
 from sinks.framework import Batch, Rejected, Sink
+from sinks.groups import GroupCommit
 from sinks.registry import SinkSpec
 
 if TYPE_CHECKING:
@@ -193,6 +195,14 @@ def _conform(data: pa.Table, target: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, names=target.names).cast(target)
 
 
+@dataclass
+class _Append:
+    """One batch in a group commit, and the error its commit ended with."""
+
+    batch: Batch
+    error: BaseException | None = None
+
+
 class IcebergSink(Sink):
     """Append records and failure signals to Iceberg tables, with the consumed offsets in each snapshot.
 
@@ -203,6 +213,7 @@ class IcebergSink(Sink):
     stage = "tabled"
     deterministic_cuts = True  # large batches, as the archive's: each commit has a fixed cost
     ordered_writes = True  # the snapshot offsets say "all before N": a later batch must not land first
+    coalesced_writes = True  # the partitions' batches waiting at once share one commit (sinks.groups)
     raw_timestamps = True  # Arrow takes int microseconds for timestamp columns
 
     def __init__(self, cfg: IcebergSinkConfig) -> None:
@@ -210,6 +221,7 @@ class IcebergSink(Sink):
         self.group = cfg.group_for(self.kind)
         self.tables: dict[str, Table] = {}
         self._commit = threading.Lock()
+        self._groups: GroupCommit[_Append] = GroupCommit(self._append)
 
     def setup(self) -> None:
         try:
@@ -234,27 +246,51 @@ class IcebergSink(Sink):
         return out
 
     def write(self, batch: Batch) -> list[Rejected]:
+        job = _Append(batch)
+        self._groups.run(job)  # with the batches of other partitions waiting at the same time: one commit
+        if job.error is not None:
+            raise job.error
+        return []
+
+    def _append(self, jobs: list[_Append]) -> None:
+        """GroupCommit's send: one commit per table for the batches of ``jobs`` (one per partition at most)."""
+        by_topic: dict[str, list[_Append]] = {}
+        for job in jobs:
+            by_topic.setdefault(job.batch.topic, []).append(job)
+        for topic, group in by_topic.items():
+            try:
+                self._append_to(self.tables[topic], group)
+            except BaseException as exc:  # the whole commit failed: each of its batches raises it
+                for job in group:
+                    job.error = exc
+
+    def _append_to(self, table: Table, jobs: list[_Append]) -> None:
         from pyiceberg.exceptions import CommitFailedException
 
-        tp = (batch.topic, batch.partition)
-        table = self.tables[batch.topic]
         with self._commit:
             table.refresh()
             held = table_offsets(table, self.group)
-            done = held.get(tp, -1)
-            if done > batch.end_offset:
-                return []  # the whole batch is in the table already (a retry after a commit that did land)
-            items = [i for i in batch.records if i.offset >= done]
-            recs = [i.record for i in items if i.record is not None]
-            data = to_table(batch.schema_name, recs, batch.topic, batch.partition, [i.offset for i in items])
-            data = _conform(data, table.schema().as_arrow())
+            parts: list[pa.Table] = []
+            offsets = dict(held)
+            for job in jobs:
+                batch = job.batch
+                tp = (batch.topic, batch.partition)
+                done = held.get(tp, -1)
+                if done > batch.end_offset:
+                    continue  # the whole batch is in the table already (a retry after a commit that did land)
+                items = [i for i in batch.records if i.offset >= done]
+                recs = [i.record for i in items if i.record is not None]
+                data = to_table(batch.schema_name, recs, batch.topic, batch.partition, [i.offset for i in items])
+                parts.append(_conform(data, table.schema().as_arrow()))
+                offsets[tp] = batch.end_offset + 1
+            if not parts:
+                return
             try:
-                table.append(data, snapshot_properties=_summary(self.group, {**held, tp: batch.end_offset + 1}))
+                table.append(pa.concat_tables(parts), snapshot_properties=_summary(self.group, offsets))
             except CommitFailedException as exc:  # another writer committed first: check the offsets again
                 raise WriteError(f"iceberg commit conflict on {table.name()}: {exc}", retriable=True) from exc
             except OSError as exc:
                 raise WriteError(f"iceberg warehouse not reachable: {exc}", retriable=True) from exc
-        return []
 
     def close(self) -> None:
         self.tables.clear()

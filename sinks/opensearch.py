@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,6 +42,7 @@ from sinks.config import SinkConfig
 from sinks.errors import WriteError
 from sinks.flatten import flatten_failure, flatten_record
 from sinks.framework import Batch, Item, PartialWrite, Rejected, Sink
+from sinks.groups import GroupCommit
 from sinks.opensearch_client import BulkClient
 from sinks.registry import SinkSpec
 
@@ -298,14 +298,13 @@ def _reason(error: Any) -> str:
 
 
 class _Job:
-    """One batch's bulk items waiting in a :class:`BulkGroups`, and how they ended."""
+    """One batch's bulk items in a :class:`BulkGroups`, and how they ended."""
 
     def __init__(self, items: list[Prepared]) -> None:
         self.items = items
         self.rejected: list[Rejected] = []
         self.again: list[Prepared] = []
         self.failure: BaseException | None = None  # the request failed as a whole
-        self.done = False
 
     def outcome(self) -> list[Rejected]:
         if self.failure is not None and not (isinstance(self.failure, WriteError) and self.failure.retriable):
@@ -321,42 +320,19 @@ class _Job:
 
 
 class BulkGroups:
-    """Group commit of bulk items: the batches of all partitions that are waiting go out in one ``_bulk`` body.
-
-    Batches are cut per partition, and each a request of its own made a bulk per partition and linger: at 400
-    records/s over 12 partitions, bulks of a few dozen documents queued behind each other, and the index
-    fsyncs its translog once per request. Here a :meth:`submit` queues its items; a caller finding fewer than
-    ``senders`` requests under way takes everything queued and sends it (in bodies of at most ``max_bytes``),
-    the others wait for their items' outcomes. Each batch gets back its own: the items refused for good, or a
-    :class:`PartialWrite` naming only its items worth another try.
-    """
+    """The partitions' batches that wait at the same time go out in one ``_bulk`` body (:mod:`sinks.groups`;
+    bodies of at most ``max_bytes``). At 400 records/s over 12 partitions, a bulk per batch made bulks of a few
+    dozen documents that queued behind each other. Each batch gets back its own outcome: the items refused for
+    good, or a :class:`PartialWrite` naming only its items worth another try."""
 
     def __init__(self, bulk: Callable[[bytes], Any], max_bytes: int, senders: int) -> None:
-        self._bulk, self._max_bytes, self._senders_max = bulk, max_bytes, max(1, senders)
-        self._cond = threading.Condition()
-        self._queue: list[_Job] = []
-        self._senders = 0
+        self._bulk, self._max_bytes = bulk, max_bytes
+        self.commit = GroupCommit(self._send, senders)
 
     def submit(self, items: list[Prepared]) -> list[Rejected]:
         job = _Job(items)
-        with self._cond:
-            self._queue.append(job)
-        while True:
-            with self._cond:
-                while not job.done and not (self._queue and self._senders < self._senders_max):
-                    self._cond.wait()
-                if job.done:
-                    return job.outcome()
-                jobs, self._queue = self._queue, []
-                self._senders += 1
-            try:
-                self._send(jobs)
-            finally:
-                with self._cond:
-                    self._senders -= 1
-                    for j in jobs:
-                        j.done = True
-                    self._cond.notify_all()
+        self.commit.run(job)
+        return job.outcome()
 
     def _send(self, jobs: list[_Job]) -> None:
         owner = {id(p): j for j in jobs for p in j.items}

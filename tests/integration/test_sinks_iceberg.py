@@ -17,7 +17,15 @@ import pytest
 from core.config import CommonConfig
 from schemas.columns import arrow_schema
 from sinks.framework import SinkRunner, run_until
-from sinks.iceberg import IcebergSink, IcebergSinkConfig, ensure_table, load_catalog, load_table, table_offsets
+from sinks.iceberg import (
+    IcebergSink,
+    IcebergSinkConfig,
+    _Append,
+    ensure_table,
+    load_catalog,
+    load_table,
+    table_offsets,
+)
 from sinks.s3 import make_client
 from tests.sinks_support import (
     HOUR_US,
@@ -160,6 +168,41 @@ def test_a_write_retried_after_its_commit_landed_appends_nothing(cfg: IcebergSin
     for batch in list(batches):  # the same batches again
         assert sink.write(batch) == []
     assert rows(cfg, cfg.topic_records).num_rows == 300
+
+
+def test_the_batches_of_several_partitions_waiting_at_once_land_in_one_commit(
+    cfg: IcebergSinkConfig, tmp_path: Path
+) -> None:
+    """The group commit (sinks.groups): one snapshot holds the rows of every partition's batch and all their
+    offsets, and sending the same group again appends nothing."""
+    cfg = dataclasses.replace(cfg, sink_topics=cfg.topic_records, flush_records=10_000)
+    produce(cfg, cfg.topic_records, "inference_record", [make_record(i) for i in range(300)])
+    produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)
+    batches: list[Any] = []
+
+    class Recording(IcebergSink):
+        def write(self, batch: Any) -> Any:
+            batches.append(batch)
+            return super().write(batch)
+
+    run_in_thread(cfg, Recording(cfg))
+    assert len({b.partition for b in batches}) == cfg.partitions  # one batch per partition to group
+    # the same batches into a fresh catalog's table, as one group
+    fresh = dataclasses.replace(
+        cfg, iceberg_catalog_uri=f"sqlite:///{tmp_path / 'fresh.db'}", iceberg_warehouse=f"s3://{cfg.s3_bucket}/fresh"
+    )
+    sink = IcebergSink(fresh)
+    sink.setup()
+    jobs = [_Append(b) for b in batches]
+    sink._append(jobs)
+    assert [j.error for j in jobs] == [None] * len(jobs)
+    table = load_table(fresh, fresh.topic_records)
+    assert len(table.snapshots()) == 1
+    expected = {(b.topic, b.partition): b.end_offset + 1 for b in batches}
+    assert table_offsets(table, sink.group) == expected
+    assert sum(exactly_once(rows(fresh, fresh.topic_records)).values()) == 300
+    sink._append([_Append(b) for b in batches])  # a retry of the whole group after its commit landed
+    assert len(load_table(fresh, fresh.topic_records).snapshots()) == 1
 
 
 def test_a_new_schema_field_becomes_a_new_nullable_column(cfg: IcebergSinkConfig) -> None:

@@ -66,7 +66,7 @@ def run_concurrently(groups: BulkGroups, bulk: GatedBulk, later: list[list[Prepa
         rest = [pool.submit(submit, p) for p in later]
         # every later submission is queued (not sent) while the only sender's request is held
         until = time.monotonic() + 10
-        while len(groups._queue) < len(later):
+        while groups.commit.queued < len(later):
             assert time.monotonic() < until, "the later submissions were not queued"
             time.sleep(0.005)
         bulk.release.set()
