@@ -37,6 +37,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -185,22 +186,18 @@ class Watcher:
         return keys
 
 
-Inference = tuple[str, list[tuple[dict[str, str], bytes]]]  # join key, (headers, body) of its events
-
-
-def inferences(rate: float, seconds: float, namespace: str) -> list[Inference]:
-    """The pairs one rate sends, generated before the load so that the measurement knows every key."""
+def inferences(n: int, namespace: str) -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """The pairs one rate sends, with their join keys, each made when it is asked for (its event time is then).
+    The draws do not depend on the time, so the measurement knows every key the load will send beforehand."""
     rng = random.Random(7)
-    out = []
-    for _ in range(int(rate * seconds)):
+    for _ in range(n):
         events = inference_events(rng, namespace)
         h = events[-1][0]
-        out.append((f"{h['Ce-Namespace']}/{h['Ce-Inferenceservicename']}/predictor/{h['Ce-Id']}", events))
-    return out
+        yield f"{h['Ce-Namespace']}/{h['Ce-Inferenceservicename']}/predictor/{h['Ce-Id']}", events
 
 
-async def drive(url: str, rate: float, todo: list[Inference], start: float) -> dict[str, tuple[float, float]]:
-    """Send ``todo`` at ``rate`` inferences/s from ``start`` (open-loop pacing); ``{key: (posted, acked)}``."""
+async def drive(url: str, rate: float, n: int, namespace: str, start: float) -> dict[str, tuple[float, float]]:
+    """Send ``n`` pairs at ``rate`` inferences/s from ``start`` (open-loop pacing); ``{key: (posted, acked)}``."""
     done: dict[str, tuple[float, float]] = {}
     conn = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=conn) as session:
@@ -217,7 +214,7 @@ async def drive(url: str, rate: float, todo: list[Inference], start: float) -> d
             done[key] = (posted, acked)
 
         tasks = []
-        for i, (key, events) in enumerate(todo):
+        for i, (key, events) in enumerate(inferences(n, namespace)):
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)  # open-loop pacing of the load, not synchronisation
@@ -226,11 +223,11 @@ async def drive(url: str, rate: float, todo: list[Inference], start: float) -> d
     return done
 
 
-def load_process(url: str, rate: float, todo: list[Inference], start: float, out: Connection) -> None:
+def load_process(url: str, rate: float, n: int, namespace: str, start: float, out: Connection) -> None:
     """The load generator, in its own process: the measurement's polling and the records tail must not share
     an interpreter lock with it (their timestamps would wait for the load's event loop, and the reverse)."""
     try:
-        done = asyncio.run(drive(url, rate, todo, start))
+        done = asyncio.run(drive(url, rate, n, namespace, start))
         out.send((done, time.process_time()))
     except BaseException as exc:
         out.send(exc)
@@ -307,9 +304,9 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/"
         mp = multiprocessing.get_context("spawn")
         for rate in [float(r) for r in args.rates.split(",")]:
-            todo = inferences(rate, args.seconds, f"r{int(rate)}")
+            n, namespace = int(rate * args.seconds), f"r{int(rate)}"
             start = time.monotonic() + 1.0  # the load process's start-up must not eat into the schedule
-            sent = {key: Sent(start + i / rate, 0.0) for i, (key, _) in enumerate(todo)}
+            sent = {key: Sent(start + i / rate, 0.0) for i, (key, _) in enumerate(inferences(n, namespace))}
             sending = threading.Event()
             sending.set()
             cycles: dict[str, list[float]] = {"searchable": [], "archived": []}
@@ -320,7 +317,7 @@ def main() -> int:
             for t in watching:
                 t.start()  # measures while the load runs, not after
             results_in, results_out = mp.Pipe(duplex=False)
-            loader = mp.Process(target=load_process, args=(url, rate, todo, start, results_out))
+            loader = mp.Process(target=load_process, args=(url, rate, n, namespace, start, results_out))
             loader.start()
             cpu0 = cpu_by_component()
             try:
@@ -335,6 +332,8 @@ def main() -> int:
             if isinstance(done, BaseException):
                 raise RuntimeError(f"load generator failed: {done!r}")
             done, cpu1["bench load"] = done
+            if done.keys() != sent.keys():
+                raise RuntimeError("the load sent other keys than the measurement waits for")
             for key, (posted, acked) in done.items():
                 sent[key].posted, sent[key].acked = posted, acked
             for key, s in sent.items():
