@@ -56,7 +56,9 @@ class OpenSearchSinkConfig(SinkConfig):
 
     index_prefix: str = setting("inferlog", "Index prefix: <prefix>-records-<namespace>-<yyyy.mm.dd>, -failures-")
     index_linger_s: float = setting(
-        1.0, "OpenSearch sink: write a batch once it is this many wall-clock seconds old (searchable sooner)"
+        0.3,
+        "OpenSearch sink: write a batch once it is this many wall-clock seconds old (searchable sooner; the "
+        "partitions' batches waiting at once share a bulk request)",
     )
     bulk_bytes: int = setting(5 * 1024 * 1024, "Largest _bulk request body in bytes")
     index_replicas: int = setting(1, "number_of_replicas in the index template")
