@@ -53,7 +53,7 @@ from core.config import load
 from core.retry import wait_until
 from core.runtime import tune_gc
 from sinks.config import SinkConfig
-from sinks.framework import Batch, Item, Sink, SinkRunner
+from sinks.framework import GC_GEN0, Batch, Item, Sink, SinkRunner
 from sinks.opensearch import OpenSearchSink, OpenSearchSinkConfig, chunks, index_templates, prepare
 from sinks.s3 import S3Sink, S3SinkConfig, make_client
 from tests.sinks_support import (
@@ -415,7 +415,7 @@ def main() -> int:
     produce(cfg, cfg.topic_records, "inference_record", recs)
     produce_ticks(cfg, cfg.topic_records, T0_US + 10**12)
     if not args.default_gc:
-        tune_gc()  # as `inferlog sink …` does; also freezes the 50k produced records out of the collector's way
+        tune_gc(GC_GEN0)  # as `inferlog sink …` does; also freezes the 50k produced records out of the collector's way
     rows = []
     if args.only in (None, "s3"):
         s3_cfg = dataclasses.replace(cfg, sink_group=f"bench-s3-{u}")

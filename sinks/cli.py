@@ -11,7 +11,7 @@ from types import FrameType
 from core import config, logs
 from core.runtime import tune_gc
 from sinks.config import SinkConfig
-from sinks.framework import Sink, SinkRunner
+from sinks.framework import GC_GEN0, Sink, SinkRunner
 from sinks.registry import SinkSpec, specs
 
 log = logging.getLogger("sinks.cli")
@@ -50,6 +50,6 @@ def _run(cfg: SinkConfig, sink: Sink) -> int:
             cfg.sink_metrics_port, alive=runner.alive, ready=lambda: runner.ready.is_set() and not stop.is_set()
         )
     log.info("sink config", extra={"config": config.redacted(cfg)})
-    tune_gc()
+    tune_gc(GC_GEN0)
     runner.run(stop)
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import fastavro
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 import core.s3
@@ -36,6 +37,9 @@ __all__ = ["SPEC", "S3Object", "S3Sink", "S3SinkConfig", "classify_s3_error", "e
 
 _EXT = {"parquet": "parquet", "avro": "avro", "jsonl": "jsonl"}
 _CONTENT_TYPE = {"parquet": "application/vnd.apache.parquet", "avro": "avro/binary", "jsonl": "application/x-ndjson"}
+#: Records per Arrow part of an open batch (:attr:`Sink.convert_every`): about one ``consume()``, small enough
+#: that the dicts are freed soon, large enough that Arrow's per-array overhead stays negligible.
+CONVERT_EVERY = 1000
 _RETRIABLE_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "503"}
 
 
@@ -96,7 +100,8 @@ def _json_default(value: Any) -> Any:
 
 def encode_objects(cfg: S3SinkConfig, batch: Batch) -> tuple[list[S3Object], list[Rejected]]:
     """Group the batch's records by Hive partition (first appearance order) and serialize each group.
-    Pure: the same batch always gives the same keys and bytes."""
+    Pure: the same batch always gives the same keys and bytes, whether or not :meth:`S3Sink.convert` made
+    parts of its table while it was open."""
     groups: dict[str, list[Item]] = {}
     rejected: list[Rejected] = []
     for item in batch.records:
@@ -108,11 +113,40 @@ def encode_objects(cfg: S3SinkConfig, batch: Batch) -> tuple[list[S3Object], lis
             continue
         groups.setdefault(hive, []).append(item)
     out: list[S3Object] = []
+    table = _table(batch) if cfg.s3_format == "parquet" and groups else None
+    rows: dict[int, int] = {}
+    if table is not None and (len(groups) > 1 or table.num_rows != len(next(iter(groups.values())))):
+        rows = {i.offset: n for n, i in enumerate(i for i in batch.items if i.record is not None)}
     for hive, items in groups.items():
         key = _name(cfg, batch.topic, batch.partition, hive, items[0].offset)
-        data = _serialize(cfg, batch, items, key)
+        if table is None:
+            data = _serialize(cfg, batch, items, key)
+        else:
+            part = table.take(pa.array([rows[i.offset] for i in items], type=pa.int64())) if rows else table
+            data = _parquet(cfg, part)
         out.append(S3Object(key, data, len(items), items[0].offset, items[-1].offset))
     return out, rejected
+
+
+def _table(batch: Batch) -> pa.Table:
+    """The Arrow table of every decodable item of ``batch``, in offset order: the parts made while it was open
+    and the rest, as one chunk (the Parquet bytes then do not depend on where the parts were cut)."""
+    tail = [i for i in batch.items[batch.converted :] if i.record is not None]
+    parts = [*batch.chunks, _to_table(batch, tail)] if tail or not batch.chunks else batch.chunks
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
+
+
+def _to_table(batch: Batch, items: list[Item]) -> pa.Table:
+    live = [i for i in items if i.record is not None]
+    recs = [i.record for i in live if i.record is not None]
+    return to_table(batch.schema_name, recs, batch.topic, batch.partition, [i.offset for i in live])
+
+
+def _parquet(cfg: S3SinkConfig, table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    compression = None if cfg.s3_parquet_compression == "none" else cfg.s3_parquet_compression
+    pq.write_table(table, buf, compression=compression, row_group_size=128 * 1024)
+    return buf.getvalue()
 
 
 def _serialize(cfg: S3SinkConfig, batch: Batch, items: list[Item], key: str) -> bytes:
@@ -128,16 +162,8 @@ def _serialize(cfg: S3SinkConfig, batch: Batch, items: list[Item], key: str) -> 
             sync_marker=hashlib.sha256(key.encode()).digest()[:16],  # deterministic bytes
         )
         return buf.getvalue()
-    if fmt == "jsonl":
-        rows = (flatten(batch.schema_name, i.record, batch.topic, batch.partition, i.offset) for i in items if i.record)
-        return b"".join(orjson.dumps(r, default=_json_default) + b"\n" for r in rows)
-    recs = [i.record for i in items if i.record is not None]
-    offsets = [i.offset for i in items if i.record is not None]
-    table = to_table(batch.schema_name, recs, batch.topic, batch.partition, offsets)
-    buf = io.BytesIO()
-    compression = None if cfg.s3_parquet_compression == "none" else cfg.s3_parquet_compression
-    pq.write_table(table, buf, compression=compression, row_group_size=128 * 1024)
-    return buf.getvalue()
+    rows = (flatten(batch.schema_name, i.record, batch.topic, batch.partition, i.offset) for i in items if i.record)
+    return b"".join(orjson.dumps(r, default=_json_default) + b"\n" for r in rows)
 
 
 class S3Sink(Sink):
@@ -158,6 +184,9 @@ class S3Sink(Sink):
         # Parquet and Avro store timestamps as int microseconds: no need for datetimes in between (JSON Lines
         # writes ISO strings, made from datetimes).
         self.raw_timestamps = cfg.s3_format != "jsonl"
+        # Parquet is written from Arrow: the records become Arrow columns while the batch fills (Avro and JSON
+        # Lines are written from the records themselves)
+        self.convert_every = CONVERT_EVERY if cfg.s3_format == "parquet" else 0
 
     def setup(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -176,6 +205,9 @@ class S3Sink(Sink):
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+    def convert(self, batch: Batch, items: list[Item]) -> pa.Table:
+        return _to_table(batch, items)
 
     def write(self, batch: Batch) -> list[Rejected]:
         objects, rejected = encode_objects(self.cfg, batch)

@@ -7,12 +7,13 @@ from typing import Any
 
 import fastavro
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from core.retry import Backoff
 from sinks.config import SinkConfig
-from sinks.errors import WriteError
+from sinks.errors import RecordError, WriteError
 from sinks.flatten import (
     RECORD_SCHEMA,
     arrow_schema,
@@ -429,3 +430,58 @@ def test_opensearch_documents_same_bytes_with_int_timestamps() -> None:
         assert [p.lines for p in prepare(cfg, with_ints)] == expected
     doc = orjson.loads(prepare(cfg, batch_of(recs[:1]))[0].lines.splitlines()[1])
     assert doc["event_time"] == "2024-05-01T08:00:00+00:00" and doc["request_time"] == doc["event_time"]
+
+
+def test_parquet_objects_are_the_same_when_the_table_is_built_in_parts_while_the_batch_is_open() -> None:
+    """The S3 sink converts an open batch's records to Arrow every ``convert_every`` items (framework.convert);
+    the objects must be byte for byte those of converting the whole batch at the cut, with several Hive
+    partitions (rows taken out of the table), a dead item inside a part, records missing the response, bodies
+    that are not UTF-8 and a tail shorter than a part."""
+    from sinks.framework import convert
+
+    cfg = S3SinkConfig(s3_prefix="arch")
+    sink = S3Sink(cfg)
+    assert sink.convert_every > 0
+    hour = 3600 * 10**6
+    recs = []
+    for i in range(2 * sink.convert_every + 337):
+        r = make_record(i, isvc=("iris", "other")[i % 3 == 0], t_us=T0_US + (i // 700) * hour + i)
+        if i % 5 == 0:
+            r["response"] = None
+        if i % 7 == 0:
+            r["request"] = {**r["request"], "body": b"\xff\x00" + bytes([i % 256])}
+        recs.append(r)
+
+    def batch(convert_every: int = 0) -> Batch:
+        b = Batch("recs", 3, "inference_record")
+        for n, r in enumerate(recs):
+            d = decoded(r)
+            item = Item(100 + n, None, b"x", [], record=d, time_us=record_time_us(d))
+            if n == 1500:  # undecodable: no row
+                item.record, item.error, item.time_us = None, RecordError("bad", kind="undecodable"), None
+            b.add(item, item.time_us)
+            if convert_every and len(b.items) - b.converted >= convert_every:  # as SinkRunner._handle does
+                convert(sink, b)
+        return b
+
+    whole = batch()
+    in_parts = batch(sink.convert_every)
+    assert len(in_parts.chunks) == 2 and in_parts.converted == 2 * sink.convert_every
+    assert all(set(i.record) == {"namespace", "isvc"} for i in in_parts.items[:10] if i.record is not None)
+
+    expected, rejected = encode_objects(cfg, whole)
+    got, rejected_parts = encode_objects(cfg, in_parts)
+    assert not rejected and not rejected_parts
+    assert len(expected) == 8  # 2 models x 4 hours
+    assert [(o.key, o.count, o.first_offset, o.last_offset) for o in got] == [
+        (o.key, o.count, o.first_offset, o.last_offset) for o in expected
+    ]
+    assert [o.data for o in got] == [o.data for o in expected]
+    # and what the row path (flatten, from_pylist) makes of each object's records
+    for obj in got:
+        items = [i for i in whole.records if obj.first_offset <= i.offset <= obj.last_offset]
+        items = [i for i in items if hive_path_at(i.record, i.time_us) in obj.key]  # type: ignore[arg-type]
+        rows = [flatten("inference_record", i.record, "recs", 3, i.offset) for i in items]  # type: ignore[arg-type]
+        table = pq.read_table(io.BytesIO(obj.data))
+        assert table.equals(pa.Table.from_pylist(rows, schema=RECORD_SCHEMA))
+    assert encode_objects(cfg, in_parts)[0] == got  # writing again (a retry) gives the same objects

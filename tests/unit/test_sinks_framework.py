@@ -14,7 +14,7 @@ from schemas.serde import SchemaError
 from schemas.wire import TICK_HEADER
 from sinks.config import SinkConfig
 from sinks.errors import WriteError
-from sinks.framework import Batch, Rejected, Sink, SinkRunner
+from sinks.framework import Batch, Item, Rejected, Sink, SinkRunner
 
 TOPIC = "recs"
 T0 = 1_714_550_400_000_000
@@ -601,3 +601,38 @@ def test_ordered_writes_keep_one_write_per_partition_in_flight() -> None:
     r._drain()
     assert sink.started == [(0, set()), (3, {0})]  # the second started after the first had finished
     assert sink.batches == [[0, 1, 2], [3, 4, 5]] and c.commits == [(0, 3), (0, 6)]
+
+
+class ConvertingSink(ListSink):
+    """Converts every two items to the list of their join keys; writes what was converted and the rest."""
+
+    convert_every = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[list[str]] = []
+
+    def convert(self, batch: Batch, items: list[Item]) -> Any:
+        return [i.record["join_key"] for i in items if i.record is not None]
+
+    def write(self, batch: Batch) -> list[Rejected]:
+        rest = [i.record["join_key"] for i in batch.items[batch.converted :] if i.record is not None]
+        self.written.append([k for chunk in batch.chunks for k in chunk] + rest)
+        return super().write(batch)
+
+
+def test_a_converting_sink_gets_its_parts_of_the_open_batch_and_the_rest_at_the_cut() -> None:
+    sink = ConvertingSink()
+    r, c, p = runner(sink, flush_records=5)
+    bad = Msg(TOPIC, 0, 2, b"k2", b"not json")
+    feed(r, [rec(0), rec(1), bad, rec(3), rec(4), rec(5), rec(6), rec(7)])
+    assert sink.written == [["k0", "k1", "k3", "k4"]]  # the undecodable record has no part
+    assert sink.batches == [[0, 1, 3, 4]] and c.commits == [(0, 5)]
+    assert [m["value"] for m in p.sent] == [b"not json"]
+    open_batch = r.partition((TOPIC, 0)).open
+    assert open_batch is not None and open_batch.chunks == [["k5", "k6"]] and open_batch.converted == 2
+    # the converted records are stand-ins the framework's per-model counts still read
+    assert [i.record for i in open_batch.items] == [{"namespace": "ns", "isvc": "m"}] * 2 + [
+        {"join_key": "k7", "namespace": "ns", "isvc": "m", "event_time": T0}
+    ]
+    assert r.stats.written == 4
