@@ -329,20 +329,28 @@ def concurrently(fn: Callable[[Any], Any], items: list[Any], threads: int) -> fl
 def bench_s3(cfg: S3SinkConfig, n: int, in_flight: int, meter: Meter) -> tuple[Run, float, Usage, Usage]:
     s3 = make_client(cfg)
     s3.create_bucket(Bucket=cfg.s3_bucket)
-    run = run_sink(cfg, S3Sink(cfg), n, in_flight, meter)
-    keys = [
-        o["Key"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.s3_bucket, Prefix="bench/")
-        for o in page.get("Contents", [])
-    ]
-    blobs = [s3.get_object(Bucket=cfg.s3_bucket, Key=k)["Body"].read() for k in keys]
-    puts = list(zip(keys, blobs, strict=True))
-    c0 = meter.read()
-    ceiling = n / concurrently(
-        lambda kb: s3.put_object(Bucket=cfg.s3_bucket, Key="ceiling/" + kb[0], Body=kb[1]), puts, in_flight
-    )
-    store_ceiling = meter.since(c0)
-    print(f"  s3: {len(keys)} objects, {sum(map(len, blobs)) / 1e6:.1f} MB")
+    try:
+        run = run_sink(cfg, S3Sink(cfg), n, in_flight, meter)
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.s3_bucket, Prefix="bench/")
+            for o in page.get("Contents", [])
+        ]
+        blobs = [s3.get_object(Bucket=cfg.s3_bucket, Key=k)["Body"].read() for k in keys]
+        puts = list(zip(keys, blobs, strict=True))
+        c0 = meter.read()
+        ceiling = n / concurrently(
+            lambda kb: s3.put_object(Bucket=cfg.s3_bucket, Key="ceiling/" + kb[0], Body=kb[1]), puts, in_flight
+        )
+        store_ceiling = meter.since(c0)
+        print(f"  s3: {len(keys)} objects, {sum(map(len, blobs)) / 1e6:.1f} MB")
+    finally:
+        # SeaweedFS keeps a bucket's volumes until the bucket is deleted: a bucket left per run used up the
+        # local stack's free volumes after ~75 runs ("No writable volumes"), and then every S3 write failed
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.s3_bucket):
+            for o in page.get("Contents", []):
+                s3.delete_object(Bucket=cfg.s3_bucket, Key=o["Key"])
+        s3.delete_bucket(Bucket=cfg.s3_bucket)
     return run, ceiling, run.usage, store_ceiling
 
 
