@@ -63,7 +63,7 @@ class OpenSearchSinkConfig(SinkConfig):
     bulk_bytes: int = setting(5 * 1024 * 1024, "Largest _bulk request body in bytes")
     index_replicas: int = setting(1, "number_of_replicas in the index template")
     index_refresh_s: float = setting(
-        1.0,
+        0.5,
         "refresh_interval in the index template: a document is searchable at most this long after its bulk "
         "request; shorter costs the index more refreshes and merges (applies to indices created after the change)",
     )
