@@ -11,6 +11,9 @@ over them. The supervisor binds nothing itself; it
   connections it had open are cut, and the requests on them were never acknowledged;
 - forwards SIGTERM/SIGINT to every worker (each finishes its in-flight requests and flushes Kafka, as one
   ingest does) and exits when they have;
+- takes the workers with it when it is killed itself (``kill -9``, OOM): each worker asks the kernel for a
+  SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``) and then stops as on any SIGTERM, instead of
+  serving on with nobody to restart or stop it;
 - gives up (exit 1) when a worker fails during start-up three times in a row (a port in use, bad settings):
   restarting would only hide it.
 
@@ -24,12 +27,14 @@ Spool directories left by another worker count (``worker-<j>`` with ``j >= N``, 
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -44,6 +49,7 @@ log = logging.getLogger("ingest.workers")
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STARTUP_GRACE_S = 5.0  # a worker that dies sooner than this after its start failed to start
 MAX_STARTUP_FAILURES = 3
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal to get when the parent dies
 
 
 def spool_dir(cfg: IngestConfig, index: int) -> Path:
@@ -92,12 +98,23 @@ def refuse_orphaned_spools(cfg: IngestConfig) -> None:
         )
 
 
-def _run_worker(cfg: IngestConfig, index: int) -> None:
+def _stop_with(supervisor: int) -> None:
+    """SIGTERM for this process when its parent dies (Linux only; elsewhere an orphan serves on)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("cannot ask to stop with the supervisor", extra={"errno": ctypes.get_errno()})
+    if os.getppid() != supervisor:  # it died before the request: nobody would send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run_worker(cfg: IngestConfig, index: int, supervisor: int) -> None:
     """A worker's entry point (in the spawned process)."""
     from ingest import loop
     from ingest.app import serve
 
     logs.setup(cfg.log_level, cfg.log_format)
+    _stop_with(supervisor)
     loop.run(serve(cfg, reuse_port=True, worker=index))
 
 
@@ -113,7 +130,9 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         proc = self.ctx.Process(
-            target=_run_worker, args=(worker_config(self.cfg, index), index), name=f"ingest-worker-{index}"
+            target=_run_worker,
+            args=(worker_config(self.cfg, index), index, os.getpid()),
+            name=f"ingest-worker-{index}",
         )
         proc.start()
         self.procs[index] = proc

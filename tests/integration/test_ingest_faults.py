@@ -132,7 +132,13 @@ def ingest_process(
         *extra,
     ]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # its own process group: the workers of --workers N go with it
+        )
     try:
         wait_until(lambda: _get(port, "/healthz")[0] == 200, timeout_s=30, what="ingest up")
         yield proc
@@ -140,6 +146,8 @@ def ingest_process(
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what is left of the group (a test may have killed the supervisor)
 
 
 INGEST_ARGS = [INFERLOG, "ingest"]
