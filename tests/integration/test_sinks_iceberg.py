@@ -147,9 +147,9 @@ def test_a_crash_between_the_table_commit_and_the_kafka_commit_resumes_from_the_
     assert restarted.stats.written == 1000 - committed_to_table  # what the table held was skipped, not rewritten
 
 
-def test_a_write_retried_after_its_commit_landed_appends_nothing(cfg: IcebergSinkConfig) -> None:
-    """The check in write(): a batch the table already holds (the answer to its commit was lost) is a no-op,
-    and one that overlaps appends only the records after the table's offset."""
+def written_batches(cfg: IcebergSinkConfig) -> tuple[IcebergSinkConfig, IcebergSink, list[Any]]:
+    """300 records on the records topic alone, sunk until caught up in large batches (one per partition); the
+    config, the sink and the batches it wrote, in the order their writes succeeded."""
     cfg = dataclasses.replace(cfg, sink_topics=cfg.topic_records, flush_records=10_000)
     produce(cfg, cfg.topic_records, "inference_record", [make_record(i) for i in range(300)])
     produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)
@@ -163,6 +163,13 @@ def test_a_write_retried_after_its_commit_landed_appends_nothing(cfg: IcebergSin
 
     sink = Recording(cfg)
     run_in_thread(cfg, sink)
+    return cfg, sink, batches
+
+
+def test_a_write_retried_after_its_commit_landed_appends_nothing(cfg: IcebergSinkConfig) -> None:
+    """The check in write(): a batch the table already holds (the answer to its commit was lost) is a no-op,
+    and one that overlaps appends only the records after the table's offset."""
+    cfg, sink, batches = written_batches(cfg)
     assert rows(cfg, cfg.topic_records).num_rows == 300
     sink.setup()
     for batch in list(batches):  # the same batches again
@@ -175,17 +182,7 @@ def test_the_batches_of_several_partitions_waiting_at_once_land_in_one_commit(
 ) -> None:
     """The group commit (sinks.groups): one snapshot holds the rows of every partition's batch and all their
     offsets, and sending the same group again appends nothing."""
-    cfg = dataclasses.replace(cfg, sink_topics=cfg.topic_records, flush_records=10_000)
-    produce(cfg, cfg.topic_records, "inference_record", [make_record(i) for i in range(300)])
-    produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)
-    batches: list[Any] = []
-
-    class Recording(IcebergSink):
-        def write(self, batch: Any) -> Any:
-            batches.append(batch)
-            return super().write(batch)
-
-    run_in_thread(cfg, Recording(cfg))
+    cfg, _, batches = written_batches(cfg)
     assert len({b.partition for b in batches}) == cfg.partitions  # one batch per partition to group
     # the same batches into a fresh catalog's table, as one group
     fresh = dataclasses.replace(
