@@ -251,7 +251,8 @@ def floor(cfg: SinkConfig, group: str, n: int, *, decode: bool, raw_timestamps: 
         t: AvroSerde.for_topic(cfg.registry_url, t, cfg.schema_for(t), timestamps_as_int=raw_timestamps)
         for t in cfg.topics()
     }
-    consumer = Consumer(consumer_config(cfg, group, **{"enable.partition.eof": False}))
+    overrides: dict[str, Any] = {"enable.partition.eof": False}  # not an identifier: passed as **
+    consumer = Consumer(consumer_config(cfg, group, **overrides))
     consumer.subscribe(cfg.topics())
     count, first, cpu0 = 0, 0.0, 0.0
     deadline = time.monotonic() + 300
@@ -455,12 +456,12 @@ def main() -> int:
     print(" only, background writes are in 'process'; rec/s per core: records per CPU-second of the sink process)")
     for name, _, run, ceiling, (store_sink, store_ceiling), (bare, dec) in rows:
         print(f"{name}:")
-        for phase, u, own in (("sink run", store_sink, "sink"), ("ceiling", store_ceiling, "client")):
+        for phase, use, own in (("sink run", store_sink, "sink"), ("ceiling", store_ceiling, "client")):
             per = args.records / 1e6
             print(
-                f"  CPU µs/rec during the {phase + ':':<10} {own} {u.own_s / per:6.1f}, store {u.store_s / per:6.1f}, "
-                f"kafka {u.kafka_s / per:5.1f}, machine {u.machine_s / per:6.1f} "
-                f"(busy {u.machine_s / u.wall_s / CPUS:4.0%} of {CPUS} cores)"
+                f"  CPU µs/rec during the {phase + ':':<10} {own} {use.own_s / per:6.1f}, "
+                f"store {use.store_s / per:6.1f}, kafka {use.kafka_s / per:5.1f}, machine {use.machine_s / per:6.1f} "
+                f"(busy {use.machine_s / use.wall_s / CPUS:4.0%} of {CPUS} cores)"
             )
         stack_sink = store_sink.own_s + store_sink.store_s + store_sink.kafka_s
         stack_ceiling = store_ceiling.own_s + store_ceiling.store_s + store_ceiling.kafka_s

@@ -359,7 +359,8 @@ def _feed(cfg: SinkConfig, batch: list[dict], slices: int) -> None:
 def run_caught_up(cfg: SinkConfig, sink: Sink, *, timeout_s: float = 60, join_s: float = 60) -> SinkRunner:
     """Run ``sink`` in a thread until its group has committed everything, then stop it; the runner's errors fail."""
     runner = SinkRunner(cfg, sink)
-    stop, errors = threading.Event(), []
+    stop = threading.Event()
+    errors: list[BaseException] = []
     thread = run_until(runner, stop, errors.append)
     try:
         wait_until(

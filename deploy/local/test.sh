@@ -17,7 +17,8 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff";  ruff check .
-echo "== mypy";  mypy
+ruff format --check .  # formatted as `ruff format` would
+echo "== mypy";  mypy  # the packages, tests/ and bench/ ([tool.mypy] in pyproject.toml)
 echo "== stack"
 was_running=0
 inferlog stack status >/dev/null 2>&1 && was_running=1

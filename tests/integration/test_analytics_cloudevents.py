@@ -36,7 +36,7 @@ def test_events_come_back_as_sdk_cloudevents(stack: CommonConfig, unique: str) -
     producer = Producer(producer_config(cfg))
     for ev in sent:
         key, headers, value = to_kafka(ev)
-        producer.produce(cfg.topic_events, value=value, key=key, headers=headers)
+        producer.produce(cfg.topic_events, value=value, key=key, headers=list(headers))
     assert producer.flush(30) == 0
     got = sorted(iter_cloudevents(cfg, idle_exit_s=3), key=lambda e: e["id"])
     assert [e["id"] for e in got] == ["id-0", "id-1", "id-2"]

@@ -363,9 +363,10 @@ def test_services_select_pods_and_target_container_ports(r: Render) -> None:
                 )
     for w in r.workloads:
         if w.kind == "StatefulSet":
-            svc = r.get("Service", w.namespace, w.obj["spec"]["serviceName"])
-            assert svc is not None and svc["spec"].get("clusterIP") == "None", f"{w.name}: no headless serviceName"
-            assert svc["spec"]["selector"].items() <= w.labels.items()
+            headless = r.get("Service", w.namespace, w.obj["spec"]["serviceName"])
+            assert headless is not None, f"{w.name}: no headless serviceName"
+            assert headless["spec"].get("clusterIP") == "None", f"{w.name}: no headless serviceName"
+            assert headless["spec"]["selector"].items() <= w.labels.items()
 
 
 def test_one_image_for_all_inferlog_containers_set_by_the_overlay(r: Render) -> None:

@@ -90,4 +90,3 @@ def test_strict_validation_rejects_an_unknown_field_and_a_wrong_type(rendered: R
     wrong_type["spec"]["replicas"] = "3"
     [error] = schema_errors(wrong_type, OLDEST_SUPPORTED)
     assert "spec.replicas" in error
-

@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 from aiohttp import web
@@ -24,11 +25,21 @@ from inferlog.scan import ScanRange, scan
 pytestmark = pytest.mark.integration
 
 
+class _Common(TypedDict):
+    """The LoggedEvent fields a request and its response share (typed, so that ``**common`` is checked)."""
+
+    source: str
+    namespace: str
+    isvc: str
+    component: str
+    time: str
+
+
 def _events(n: int) -> list[LoggedEvent]:
     out = []
     for i in range(n):
         body = json.dumps({"instances": [[i, 2.5, 3]]}).encode() + b" \x00\xff"[: i % 3]  # some non-UTF-8
-        common = dict(
+        common = _Common(
             source="http://localhost:9081/",
             namespace="ns1" if i % 2 else "ns2",
             isvc="iris",
@@ -37,8 +48,8 @@ def _events(n: int) -> list[LoggedEvent]:
         )
         out.append(
             LoggedEvent(id=f"id-{i}", type=REQUEST_TYPE, datacontenttype="application/json", data=body, **common)
-        )  # type: ignore[arg-type]
-        out.append(LoggedEvent(id=f"id-{i}", type=RESPONSE_TYPE, data=b'{"predictions": [1]}', **common))  # type: ignore[arg-type]
+        )
+        out.append(LoggedEvent(id=f"id-{i}", type=RESPONSE_TYPE, data=b'{"predictions": [1]}', **common))
     return out
 
 
@@ -50,7 +61,7 @@ def events_topic(stack: CommonConfig, unique: str) -> Iterator[tuple[CommonConfi
     producer = Producer(producer_config(cfg))
     for ev in evs:
         key, headers, value = to_kafka(ev)
-        producer.produce(cfg.topic_events, key=key, value=value, headers=headers)  # type: ignore[arg-type]
+        producer.produce(cfg.topic_events, key=key, value=value, headers=list(headers))
     assert producer.flush(30) == 0
     yield cfg, evs
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from core.config import CommonConfig
+from core.s3 import client as s3_client
 from schemas.columns import arrow_schema
 from sinks.framework import SinkRunner, run_until
 from sinks.iceberg import (
@@ -26,7 +27,6 @@ from sinks.iceberg import (
     load_table,
     table_offsets,
 )
-from sinks.s3 import make_client
 from tests.sinks_support import (
     HOUR_US,
     T0_US,
@@ -55,7 +55,7 @@ def cfg(stack: CommonConfig, unique: str, tmp_path: Path) -> Iterator[IcebergSin
         flush_span_s=3600,
     )
     create_topics(cfg)
-    s3 = make_client(cfg)
+    s3 = s3_client(cfg, attempts=2)  # as sinks.s3.make_client, which takes the S3 sink's settings only
     s3.create_bucket(Bucket=cfg.s3_bucket)
     yield cfg
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.s3_bucket):
@@ -133,7 +133,8 @@ def test_a_crash_between_the_table_commit_and_the_kafka_commit_resumes_from_the_
     produce(cfg, cfg.topic_records, "inference_record", [make_record(i) for i in range(1000)])
     produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)
     runner = SinkRunner(cfg, CrashAfterCommit(cfg))
-    stop, errors = threading.Event(), []
+    stop = threading.Event()
+    errors: list[BaseException] = []
     run_until(runner, stop, errors.append).join(90)
     assert len(errors) == 1 and isinstance(errors[0], _Crash)
     assert runner.stats.commits == 0  # Kafka knows of nothing

@@ -81,7 +81,8 @@ def cfg(stack: CommonConfig, unique: str) -> Iterator[OpenSearchSinkConfig]:
 
 def start(cfg: OpenSearchSinkConfig) -> tuple[SinkRunner, threading.Event, threading.Thread, list[BaseException]]:
     runner = SinkRunner(cfg, OpenSearchSink(cfg))
-    stop, errors = threading.Event(), []
+    stop = threading.Event()
+    errors: list[BaseException] = []
     thread = run_until(runner, stop, errors.append)
     return runner, stop, thread, errors
 

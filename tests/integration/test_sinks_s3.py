@@ -115,11 +115,13 @@ def test_parquet_archive_is_queryable_and_a_replay_writes_identical_objects(cfg:
         dest = tmp_path / key
         dest.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(cfg.s3_bucket, f"first/{key}", str(dest))
-    rows = duckdb.sql(
+    relation = duckdb.sql(
         f"select namespace, isvc, hour, count(*), count(distinct join_key), min(request_body) "
         f"from read_parquet('{tmp_path}/{cfg.topic_records}/**/*.parquet', hive_partitioning=true) "
         f"group by all order by all"
-    ).fetchall()
+    )
+    assert relation is not None  # a select always has a result
+    rows = relation.fetchall()
     assert sum(r[3] for r in rows) == 3000 and all(r[3] == r[4] for r in rows)
     assert {(r[0], r[1]) for r in rows} == {
         ("team-a", "iris"),
@@ -203,7 +205,8 @@ def test_crash_between_upload_and_commit_rewrites_the_same_object(cfg: S3SinkCon
     produce(cfg, cfg.topic_records, "inference_record", [make_record(i) for i in range(1000)])
     produce_ticks(cfg, cfg.topic_records, T0_US + 3 * HOUR_US)
     runner = SinkRunner(cfg, CrashAfterUpload(cfg))
-    stop, errors = threading.Event(), []
+    stop = threading.Event()
+    errors: list[BaseException] = []
     run_until(runner, stop, errors.append).join(60)
     assert len(errors) == 1 and isinstance(errors[0], _Crash)
     uploaded_uncommitted = objects(cfg, "crash")

@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.config import CommonConfig
@@ -27,7 +27,7 @@ def test_kafka_confluent_roundtrip_with_headers(stack: CommonConfig, unique: str
     topic = f"smoke.ck.{unique}"
     _create_topic(stack, topic)
     producer = Producer(producer_config(stack))
-    delivered: list[object] = []
+    delivered: list[KafkaError | Message] = []
     for i in range(10):
         producer.produce(
             topic,
@@ -37,11 +37,11 @@ def test_kafka_confluent_roundtrip_with_headers(stack: CommonConfig, unique: str
             on_delivery=lambda err, msg: delivered.append(err or msg),
         )
     assert producer.flush(30) == 0
-    assert all(not isinstance(d, Exception) and d.error() is None for d in delivered)  # type: ignore[union-attr]
+    assert all(not isinstance(d, KafkaError) and d.error() is None for d in delivered)
 
     consumer = Consumer(consumer_config(stack, f"smoke-{unique}"))
     consumer.subscribe([topic])
-    got = {}
+    got: dict[bytes | None, tuple[bytes | None, dict[str, str | bytes | None]]] = {}
     deadline = time.monotonic() + 30
     while len(got) < 10 and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
@@ -155,6 +155,7 @@ def test_registry_avro_serializer_roundtrip(stack: CommonConfig, unique: str) ->
     assert data is not None and data[0] == 0  # Confluent wire format: magic byte, then 4-byte schema id
     schema_id = int.from_bytes(data[1:5], "big")
     fetched = client.get_schema(schema_id)
+    assert fetched.schema_str is not None
     assert json.loads(fetched.schema_str)["name"] == "Smoke"
     assert f"{topic}-value" in client.get_subjects()
     assert AvroDeserializer(client)(data, ctx) == {"id": "a", "n": 7}

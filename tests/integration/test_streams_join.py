@@ -180,7 +180,9 @@ def test_duplicates_dropped_and_reused_ids_paired_separately(scenario: dict[str,
     # Same Kafka key (co-partitioned), distinct identities in the sinks: the second carries its ordinal.
     recs = [r for r in keyed(scenario["recs"]) if r.key and r.key.endswith(b"/reuse")]
     ids = sorted(record_id(r.key.decode(), list(r.headers.items())) for r in recs if r.key)
-    assert ids == sorted([recs[0].key.decode(), f"{recs[0].key.decode()}#2"])
+    first = recs[0].key
+    assert first is not None
+    assert ids == sorted([first.decode(), f"{first.decode()}#2"])
 
 
 def test_enrichment_v2_model_and_trace(scenario: dict[str, Any]) -> None:

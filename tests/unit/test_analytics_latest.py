@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,7 @@ ROW = st.fixed_dictionaries(
 
 
 def test_a_correction_supersedes_the_one_sided_row_and_others_stay() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"join_key": "k", "ordinal": 1, "revision": 1, "status": "request_only"},
         {"join_key": "k", "ordinal": 2, "revision": 1, "status": "complete"},  # a reused id: its own record
         {"join_key": "k", "ordinal": 1, "revision": 2, "status": "complete"},

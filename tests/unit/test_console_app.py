@@ -18,9 +18,9 @@ def console(tokens: dict[str, str]) -> tuple[Console, list[dict[str, Any]]]:
     c = Console(ConsoleConfig(), OpenSearchSinkConfig(), Auth(tokens), sinks=[])
     asked: list[dict[str, Any]] = []
 
-    async def search(dataset: str, body: dict[str, Any]) -> dict[str, Any]:
-        asked.append(body)
-        if "ids" in body.get("query", {}):
+    async def search(dataset: str, body_: dict[str, Any]) -> dict[str, Any]:  # as Console.search's parameters
+        asked.append(body_)
+        if "ids" in body_.get("query", {}):
             doc = {"namespace": "team-a", "isvc": "m", "status": "complete", "join_key": "team-a/m/predictor/1",
                    "ce_id": "1", "protocol": "v1", "request_body": '"<b>bold</b>"', "response_body": None}  # fmt: skip
             return {"hits": {"total": {"value": 1}, "hits": [{"_id": "team-a/m/predictor/1", "_source": doc}]}}

@@ -92,11 +92,17 @@ async def test_the_worker_consumer_gets_the_configured_fetch_wait(tmp_path: Path
     # streams.transport: the worker app's consumer thread builds Faust's aiokafka consumer, then sets the private
     # attribute aiokafka's start() hands to its fetcher (Faust passes a fixed fetch_max_wait_ms=1500).
     import aiokafka
+    from faust.transport.consumer import ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     from streams.transport import WorkerApp
 
     app = WorkerApp("probe", fetch_wait_s=0.05, broker="kafka://127.0.0.1:1", datadir=str(tmp_path), web_enabled=False)
-    consumer = app.consumer._thread._create_consumer(asyncio.get_running_loop())
+    worker = app.consumer
+    assert isinstance(worker, ThreadDelegateConsumer), f"{WHY}: the worker app's consumer is {type(worker)}"
+    thread = worker._thread
+    assert isinstance(thread, AIOKafkaConsumerThread), f"{WHY}: the worker consumer's thread is {type(thread)}"
+    consumer = thread._create_consumer(asyncio.get_running_loop())
     try:
         assert isinstance(consumer, aiokafka.AIOKafkaConsumer), f"{WHY}: the worker consumer is {type(consumer)}"
         assert consumer._fetch_max_wait_ms == 50, WHY

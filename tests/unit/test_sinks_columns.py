@@ -159,6 +159,7 @@ def reference_row(
                 row[c.name] = None if value is None else value.decode("utf-8")
                 enc = None if value is None else "utf8"
             except UnicodeDecodeError:
+                assert value is not None  # only bytes fail to decode
                 row[c.name], enc = base64.b64encode(value).decode(), "base64"
             row[f"{c.name}_encoding"] = enc
         elif c.kind == "encoding":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import orjson
@@ -171,8 +171,8 @@ def test_cached_hive_path_equals_hive_path() -> None:
         "isvc": "i",
         "event_time": dt.datetime(2024, 5, 2, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
     }
-    for rec in (naive, aware):
-        assert hive_path_at(rec, record_time_us(rec)) == hive_path(rec)
+    for dated in (naive, aware):
+        assert hive_path_at(dated, record_time_us(dated)) == hive_path(dated)
 
 
 def test_decode_many_equals_decode_for_the_same_and_an_older_writer_schema() -> None:
@@ -218,7 +218,7 @@ def test_other_formats_are_deterministic_and_readable(fmt: str) -> None:
     (obj2,), _ = encode_objects(cfg, batch_of(recs))
     assert obj.data == obj2.data and obj.key.endswith(f".{fmt}")
     if fmt == "avro":
-        rows = list(fastavro.reader(io.BytesIO(obj.data)))
+        rows = cast(list[dict[str, Any]], list(fastavro.reader(io.BytesIO(obj.data))))  # a record schema's: dicts
         assert [r["join_key"] for r in rows] == [r["join_key"] for r in recs]
     else:
         rows = [orjson.loads(line) for line in obj.data.splitlines()]
@@ -373,7 +373,7 @@ def test_cached_index_name_equals_index_name() -> None:
                 assert index_name_at(cfg, schema, rec, record_time_us(rec)) == index_name(cfg, schema, rec)
 
 
-def reference_lines(cfg: SinkConfig, batch: Batch) -> list[bytes]:
+def reference_lines(cfg: OpenSearchSinkConfig, batch: Batch) -> list[bytes]:
     """The bulk lines as the sink first built them: flatten() rows, then @timestamp, doc_type, truncation."""
     import base64
 

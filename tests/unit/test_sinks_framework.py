@@ -165,6 +165,20 @@ def feed(r: SinkRunner, msgs: list[Msg]) -> None:
     r._drain()
 
 
+def open_batch(r: SinkRunner, partition: int = 0) -> Batch:
+    """The partition's open batch (the test fails if it has none)."""
+    batch = r.partition((TOPIC, partition)).open
+    assert batch is not None, f"partition {partition} has no open batch"
+    return batch
+
+
+def make_due(r: SinkRunner, partition: int = 0) -> None:
+    """Make the retry of the partition's failed batch due now (the test fails if no write is pending)."""
+    pending = r.partition((TOPIC, partition)).pending
+    assert pending is not None, f"partition {partition} has no failed batch pending"
+    pending.due = 0
+
+
 def test_cut_by_count_commits_after_each_write() -> None:
     r, c, _ = runner()
     sink = r.sink
@@ -218,7 +232,7 @@ def test_partitions_are_batched_independently() -> None:
     feed(r, [rec(0, partition=0), rec(0, partition=1), rec(1, partition=0), rec(2, partition=0)])
     assert r.sink.batches == [[0, 1, 2]]  # type: ignore[attr-defined]
     assert c.commits == [(0, 3)]
-    assert r.partition((TOPIC, 1)).open.size == 1
+    assert open_batch(r, 1).size == 1
 
 
 def test_retriable_failure_pauses_keeps_the_batch_and_resumes_after_success() -> None:
@@ -229,10 +243,10 @@ def test_retriable_failure_pauses_keeps_the_batch_and_resumes_after_success() ->
     assert c.paused == {0} and c.commits == [] and r.stats.pauses == 1
     feed(r, [rec(3), rec(4)])  # fetched before the pause took effect: handed back by seeking
     assert c.seeks == [(0, 3)]
-    r.partition((TOPIC, 0)).pending.due = 0
+    make_due(r)
     r._retry_due()
     assert c.paused == {0}  # second failure: still paused
-    r.partition((TOPIC, 0)).pending.due = 0
+    make_due(r)
     r._retry_due()
     assert sink.batches == [[0, 1, 2]] and c.commits == [(0, 3)] and c.paused == set()
     assert r.stats.retried == 6
@@ -417,12 +431,12 @@ def test_a_failed_write_holds_back_later_successes_and_nothing_is_lost() -> None
     assert r.partition((TOPIC, 0)).open is None and not r.partition((TOPIC, 0)).in_flight
     handle(r, msgs[3:])  # still in this consume() result: ignored, Kafka hands them again
     assert r.partition((TOPIC, 0)).open is None and c.seeks == [(0, 3)]
-    r.partition((TOPIC, 0)).pending.due = 0
+    make_due(r)
     r._retry_due()  # the retry succeeds: committed, resumed
     assert c.commits == [(0, 3)] and c.paused == set()
     handle(r, msgs[3:])  # read again after the seek: written again (idempotent) and committed in order
     r._drain()
-    assert c.commits == [(0, 3), (0, 6)] and r.partition((TOPIC, 0)).open.size == 2
+    assert c.commits == [(0, 3), (0, 6)] and open_batch(r).size == 2
     written = sorted({o for b in sink.batches for o in b})
     assert written == list(range(6))  # every record up to the last commit was written
     assert sink.batches.count([3, 4, 5]) == 2

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypedDict, Unpack
 
 import pytest
 from opensearchpy import Urllib3AWSV4SignerAuth
@@ -57,7 +58,16 @@ def stub() -> Iterator[Stub]:
         server.server_close()
 
 
-def _cfg(url: str, **kw: str) -> SinkConfig:
+class _Auth(TypedDict, total=False):
+    """The settings these tests vary (the rest as loaded from an empty environment)."""
+
+    opensearch_user: str
+    opensearch_password: str
+    opensearch_aws_region: str
+    opensearch_aws_service: str
+
+
+def _cfg(url: str, **kw: Unpack[_Auth]) -> SinkConfig:
     return replace(load(SinkConfig, env={}), opensearch_url=url, **kw)
 
 

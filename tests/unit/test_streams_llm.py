@@ -179,7 +179,9 @@ def test_stream_of_several_choices_assembles_choice_0() -> None:
 
 
 def test_completions_stream() -> None:
-    chunks = [{"object": "text_completion", "model": "gpt2", "choices": [{"index": 0, "text": t}]} for t in "abc"]
+    chunks: list[dict[str, Any]] = [
+        {"object": "text_completion", "model": "gpt2", "choices": [{"index": 0, "text": t}]} for t in "abc"
+    ]
     chunks[-1]["choices"][0]["finish_reason"] = "length"
     assert info("response", sse(*chunks)) == llm.LlmInfo(None, "abc", "length", 1)
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from streams.enrich import Side, build, event_time_us, sniff
-from streams.join import Joiner, Orphan, Outcome, Paired, Tick
+from streams.join import Duplicate, Joiner, Orphan, Outcome, Paired, Tick
 from streams.timeouts import INVALID, PairTimeouts, is_openai, parse_duration_us, resolve
 from tests.support.streams_harness import BASE_US, event
 
@@ -140,7 +140,7 @@ def side(e: object, offset: int) -> Side:
     return Side(e, 0, offset, event_time_us(e, 0))  # type: ignore[arg-type]
 
 
-def noticks(outs: list[Outcome]) -> list[Outcome]:
+def noticks(outs: list[Outcome]) -> list[Paired | Orphan | Duplicate]:
     return [o for o in outs if not isinstance(o, Tick)]
 
 
@@ -231,7 +231,7 @@ def test_same_events_same_outcomes() -> None:
                 ev("request", V1_REQ, BASE_US + 7200 * S, "c"),
             ]
         ):
-            outs += [dataclasses.astuple(o) for o in j.on_event(side(e, i))]  # type: ignore[call-overload]
+            outs += [dataclasses.astuple(o) for o in j.on_event(side(e, i))]
         return outs
 
     assert run() == run()
