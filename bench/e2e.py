@@ -42,12 +42,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-# bench/ingest.py etc. would shadow the packages of the same name: drop this directory from the path.
+# bench/ingest.py etc. would shadow the packages of the same name: drop this directory from the path, and put
+# the repository root on it (bench.procstat).
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp  # noqa: E402
 from inferlog_stack.run_cli import DEMO_ENV  # noqa: E402
 
+from bench.procstat import cpu_by_command  # noqa: E402
 from core import s3  # noqa: E402
 from core.config import CommonConfig, load  # noqa: E402
 from ingest.demo import inference_events  # noqa: E402
@@ -75,21 +78,8 @@ COMPONENTS = (
 
 
 def cpu_by_component() -> dict[str, float]:
-    """CPU seconds (user + system, all threads) used so far by each live process of :data:`COMPONENTS`."""
-    out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        name = next((label for pattern, label in COMPONENTS if pattern in cmd), None)
-        if name is not None:
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
+    """CPU seconds (user + system, all threads) used so far by the live processes of :data:`COMPONENTS`."""
+    return cpu_by_command(COMPONENTS)
 
 
 def _pct(values: list[float], q: float) -> float:

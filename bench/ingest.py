@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # This script is named like the ``ingest`` package: do not let its directory shadow it.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 INFERLOG = str(Path(sys.executable).parent / "inferlog")
-sys.path.insert(0, str(ROOT))  # bench.peers (and, in --tls, tests.support)
+sys.path.insert(0, str(ROOT))  # bench.peers, bench.procstat (and, in --tls, tests.support)
 from bench.peers import (  # noqa: E402
     BENTHOS_VERSION,
     STRIMZI_VERSION,
@@ -82,6 +82,7 @@ from bench.peers import (  # noqa: E402
     strimzi_missing,
     strimzi_request_parts,
 )
+from bench.procstat import rss_mib, system_busy, tree_cpu_s  # noqa: E402
 
 
 # -- the baseline servers ----------------------------------------------------------------------------------------
@@ -406,9 +407,9 @@ def run_tls(args: argparse.Namespace) -> int:
                         return loop.run(connect_loop(port, parts, senders, seconds, tls))
 
                     phase(min(1.0, args.duration))  # warm-up
-                    cpu0, gen0 = cpu_seconds(proc.pid), time.process_time()
+                    cpu0, gen0 = tree_cpu_s(proc.pid), time.process_time()
                     res = phase(args.duration)
-                    cpu1, gen1 = cpu_seconds(proc.pid), time.process_time()
+                    cpu1, gen1 = tree_cpu_s(proc.pid), time.process_time()
                 finally:
                     proc.terminate()
                     proc.wait(timeout=30)
@@ -453,61 +454,6 @@ def wait_port(port: int, timeout_s: float = 30.0) -> None:
                 return
         time.sleep(0.1)
     raise TimeoutError(f"server on {port} did not start")
-
-
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants (``inferlog ingest --workers N`` serves from child processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
-            except (OSError, IndexError, ValueError):  # gone meanwhile
-                continue
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) in MiB, summed over the process tree."""
-    cur = peak = 0.0
-    for p in process_tree(pid):
-        try:
-            lines = Path(f"/proc/{p}/status").read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if line.startswith("VmRSS:"):
-                cur += int(line.split()[1]) / 1024
-            elif line.startswith("VmHWM:"):
-                peak += int(line.split()[1]) / 1024
-    return cur, peak
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live descendants (all their threads), seconds."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            fields = _stat(p)
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def system_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, to show how contended a phase was."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(f) - f[3] - f[4], sum(f)
 
 
 def start_process(cmd: list[str], port: int, log_file: Path, timeout_s: float = 30.0) -> subprocess.Popen[bytes]:
@@ -595,11 +541,11 @@ async def measure(
     pool = await open_pool(port, args.connections)
     try:
         warm = await closed_loop(port, parts, args.connections, min(1.0, args.duration), pool)
-        cpu0, gen0, sys0 = cpu_seconds(pid), time.process_time(), system_busy()
-        b0 = cpu_seconds(broker) if broker else 0.0
+        cpu0, gen0, sys0 = tree_cpu_s(pid), time.process_time(), system_busy()
+        b0 = tree_cpu_s(broker) if broker else 0.0
         best = await closed_loop(port, parts, args.connections, args.duration, pool)
-        cpu1, gen1, sys1 = cpu_seconds(pid), time.process_time(), system_busy()
-        b1 = cpu_seconds(broker) if broker else 0.0
+        cpu1, gen1, sys1 = tree_cpu_s(pid), time.process_time(), system_busy()
+        b1 = tree_cpu_s(broker) if broker else 0.0
         half = await open_loop(port, parts, args.connections, best.rate / 2, args.duration, pool)
         _, peak = rss_mib(pid)
     finally:

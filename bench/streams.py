@@ -29,6 +29,7 @@ sys.path[:] = [os.path.dirname(_here), *(p for p in sys.path if os.path.abspath(
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
+from bench.procstat import cpu_s  # noqa: E402
 from core.config import CommonConfig, load  # noqa: E402
 from core.topics import TopicSpec, ensure_topics  # noqa: E402
 from tests.support import streams_harness as T  # noqa: E402
@@ -44,14 +45,6 @@ def events(n: int) -> list[object]:
         resp = resp.__class__(**{**resp.__dict__, "data": b'{"predictions": [' + b"1, " * 335 + b"1]}"})
         out += [req, resp]
     return out
-
-
-def cpu_s(pid: int, tid: int | None = None) -> float:
-    """User+system CPU seconds of a process (or of one of its threads) from /proc."""
-    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
-    with open(path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 CPU: dict[str, float] = {}
