@@ -15,8 +15,9 @@ Prints records/s and the ratio sink/ceiling, and the CPU the sink spent: its con
 per CPU-second. The S3 ceiling is a few MB of compressed Parquet put in a handful of requests, so the S3
 ratio is bound by per-record CPU (mostly Avro decoding), not by the store: ``--steps`` (on by default for S3)
 prints µs/record of each CPU step on a sample, including the row-dict path (flatten, then
-``Table.from_pylist``) as the baseline of the sink's column-wise ``to_table`` (and the same for the OpenSearch
-sink).
+``Table.from_pylist``) as the baseline of the sink's column-wise ``to_table``, and the framework's per-record
+work (batches, cuts, items) with each message through ``_handle`` as the baseline of the consume loop's in-line
+``_handle_all`` (and the same for the OpenSearch sink).
 
 Floors, measured in the same run for each sink: a bare confluent-kafka consumer with the sink's consumer
 settings reading the same records (fresh group, from the beginning, first to last record), once without and
@@ -227,9 +228,45 @@ def steps_s3(cfg: S3SinkConfig, recs: list[dict]) -> None:
     for i, (d, t) in enumerate(zip(dec, times, strict=True)):
         batch.add(Item(i, None, values[i], [], record=d, time_us=t), t)
     rows.append(("encode_objects (group+table+parquet)", best(lambda: encode_objects(cfg, batch))[0]))
+    rows.append(("framework: _handle each (general)", best(lambda: handle_only(cfg, values, dec, in_line=False))[0]))
+    rows.append(("framework: _handle_all (the sink)", best(lambda: handle_only(cfg, values, dec, in_line=True))[0]))
     print(f"  s3 CPU steps on {n} records (µs/record, best of 3):")
     for name, us in rows:
         print(f"    {name:<40} {us:7.1f}")
+
+
+def handle_only(cfg: S3SinkConfig, values: list[bytes], decoded: list[dict], *, in_line: bool) -> None:
+    """The consume loop's per-record work on ``values`` in 4 partitions and ``consume()`` results of 1000, beyond
+    decoding (the records come decoded) and converting (no :attr:`Sink.convert_every`): batches, cuts, items."""
+    from confluent_kafka import Message
+
+    by_value = {id(v): d for v, d in zip(values, decoded, strict=True)}
+
+    class Decoded:
+        def decode_many(self, vs: list[bytes]) -> list[dict]:
+            return [by_value[id(v)] for v in vs]
+
+    class Nothing(Sink):
+        kind, convert_every, max_in_flight = "bench", 0, 0
+
+        def write(self, batch: Batch) -> list:
+            return []
+
+    class Offsets:
+        def commit(self, **_: Any) -> None:
+            pass
+
+    topic = cfg.topic_records
+    run_cfg = dataclasses.replace(cfg, flush_records=max(1, len(values) // 8))
+    runner = SinkRunner(run_cfg, Nothing(), max_in_flight=0)
+    runner._serdes, runner._consumer = {topic: Decoded()}, Offsets()  # type: ignore[assignment,dict-item]
+    msgs = [Message(topic=topic, partition=i % 4, offset=i // 4, key=None, value=v) for i, v in enumerate(values)]
+    for i in range(0, len(msgs), 1000):
+        if in_line:
+            runner._handle_all(msgs[i : i + 1000])
+        else:
+            for m, headers, d in runner._predecode(msgs[i : i + 1000]):
+                runner._handle(m, headers, d)
 
 
 @dataclasses.dataclass

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import cache, lru_cache
-from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
 
@@ -57,18 +56,6 @@ def _body(raw: bytes | None) -> tuple[str | None, str | None]:
         return raw.decode("utf-8"), "utf8"
     except UnicodeDecodeError:
         return base64.b64encode(raw).decode("ascii"), "base64"
-
-
-def _bodies(raw: list[bytes | None]) -> tuple[Any, Any]:
-    """``*_body`` and ``*_body_encoding`` columns: validated and cast to UTF-8 strings by Arrow in one go;
-    record by record (base64 for non-UTF-8) only when some body is not UTF-8."""
-    arr = pa.array(raw, type=pa.binary())
-    try:
-        text = arr.cast(pa.string())
-    except pa.ArrowInvalid:
-        pairs = [_body(b) for b in raw]
-        return [b[0] for b in pairs], [b[1] for b in pairs]
-    return text, [None if b is None else "utf8" for b in raw]
 
 
 def _same(value: Any) -> Any:
@@ -161,63 +148,71 @@ def flatten_failure(rec: dict[str, Any], topic: str, partition: int, offset: int
 # -- the column builder ---------------------------------------------------------------------------------------
 
 
-def _pick(keys: list[str], dicts: list[dict[str, Any]]) -> list[Sequence[Any]]:
-    """The values of ``keys`` in each of ``dicts``, one sequence per key. Transposed in C (``itemgetter`` of
-    all keys, then ``zip``); a dict without some key (a hand-made record) gives ``None`` for it, as ``get``."""
-    if not dicts:
-        return [() for _ in keys]
+@lru_cache(maxsize=64)
+def _record_type(cols: tuple[Column, ...]) -> pa.StructType:
+    """The Arrow struct of a decoded record as far as ``cols`` read it: a field per top-level Avro field with a
+    column, a struct per nested record (``bytes`` as binary: checked for UTF-8 afterwards)."""
+    top: dict[str, Any] = {}
+    for c in cols:
+        if not c.path or c.kind == "encoding":
+            continue
+        t = pa.binary() if c.kind == "body" else arrow_type(c.kind)
+        if len(c.path) == 1:
+            top[c.path[0]] = t
+        else:
+            top.setdefault(c.path[0], {})[c.path[1]] = t
+    return pa.struct([pa.field(k, pa.struct(list(v.items())) if isinstance(v, dict) else v) for k, v in top.items()])
+
+
+def _no_null_maps(arr: pa.Array, valid: pa.Array | None) -> pa.Array:
+    """A map column with every null as an empty map (an absent map is an empty one), null only where the record
+    that holds it is (``valid``: the nested record's validity, ``None`` at the top level)."""
+    if arr.null_count == 0 and valid is None:
+        return arr
+    # a null slot of a freshly converted map array has no entries: the same offsets without the validity bitmap
+    # make it an empty map
+    mask = None if valid is None else pc.invert(valid)
+    return pa.MapArray.from_arrays(arr.offsets, arr.keys, arr.items, type=arr.type, mask=mask)
+
+
+def _body_arrays(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``*_body`` and ``*_body_encoding`` of a binary column: validated and cast to UTF-8 strings by Arrow in
+    one go; record by record (base64 for non-UTF-8) only when some body is not UTF-8."""
     try:
-        rows: Any = list(map(itemgetter(*keys), dicts))
-    except KeyError:
-        rows = [tuple(d.get(k) for k in keys) for d in dicts]
-    else:
-        if len(keys) == 1:
-            return [rows]
-    return list(zip(*rows, strict=True))
-
-
-def _arrow(c: Column, values: Sequence[Any]) -> pa.Array:
-    if c.kind in ("str_map", "list_map") and None in values:
-        values = [{} if v is None else v for v in values]  # an absent map is an empty one
-    return pa.array(values, type=arrow_type(c.kind))
-
-
-def _body_arrays(values: Sequence[bytes | None]) -> tuple[pa.Array, pa.Array]:
-    text, encoding = _bodies(list(values))
-    if not isinstance(text, pa.Array):
-        return pa.array(text, type=pa.string()), pa.array(encoding, type=pa.string())
+        text = raw.cast(pa.string())
+    except pa.ArrowInvalid:
+        pairs = [_body(b) for b in raw.to_pylist()]
+        return pa.array([b[0] for b in pairs], type=pa.string()), pa.array([b[1] for b in pairs], type=pa.string())
     return text, pc.if_else(text.is_null(), pa.scalar(None, pa.string()), pa.scalar("utf8"))
 
 
 def columns_of_records(cols: tuple[Column, ...], recs: list[dict[str, Any]]) -> dict[str, pa.Array]:
-    """``{column: Arrow array}`` of ``recs`` for every column with an Avro path. The values are taken for all
-    columns of one level at once (:func:`_pick`); the columns of a nested record are built from the records
-    that have it and spread over the rows with ``take`` (null where it is null)."""
+    """``{column: Arrow array}`` of ``recs`` for every column with an Avro path. Arrow reads the dicts in one
+    call (``pa.array`` of the record struct, :func:`_record_type`: a field absent from a dict is null, as
+    ``get``), then each column is a child of that struct; a nested record's columns are null where it is."""
+    st = _record_type(cols)
+    arr = pa.array(recs, type=st) if recs else pa.array([], type=st)
+    children: dict[tuple[str, ...], tuple[pa.Array, pa.Array | None]] = {}
+    for i, f in enumerate(st):
+        child = arr.field(i)
+        if pa.types.is_struct(f.type):
+            valid = child.is_valid() if child.null_count else None
+            for j, sub in enumerate(child.flatten()):  # flatten(): null where the nested record is null
+                children[(f.name, f.type.field(j).name)] = (sub, valid)
+        else:
+            children[(f.name,)] = (child, None)
     out: dict[str, pa.Array] = {}
-    groups: dict[str, list[Column]] = {}
     for c in cols:
-        if c.path and c.kind != "encoding":
-            groups.setdefault(c.path[0] if len(c.path) > 1 else "", []).append(c)
-    top = groups.pop("", [])
-    picked = _pick([c.path[0] for c in top] + list(groups), recs)
-    for c, values in zip(top, picked, strict=False):
-        _put(out, c, values)
-    for group, values in zip(groups.values(), picked[len(top) :], strict=True):
-        present = [p for p in values if p is not None]
-        where = None
-        if len(present) < len(values):
-            it = iter(range(len(present)))
-            where = pa.array([None if p is None else next(it) for p in values], type=pa.int64())
-        for c, sub in zip(group, _pick([c.path[1] for c in group], present), strict=True):
-            _put(out, c, sub, where)
+        if not c.path or c.kind == "encoding":
+            continue
+        values, valid = children[c.path]
+        if c.kind == "body":
+            out[c.name], out[f"{c.name}_encoding"] = _body_arrays(values)
+        elif c.kind in ("str_map", "list_map"):
+            out[c.name] = _no_null_maps(values, valid)
+        else:
+            out[c.name] = values
     return out
-
-
-def _put(out: dict[str, pa.Array], c: Column, values: Sequence[Any], where: pa.Array | None = None) -> None:
-    arrays = [*_body_arrays(values)] if c.kind == "body" else [_arrow(c, values)]
-    names = [c.name, f"{c.name}_encoding"] if c.kind == "body" else [c.name]
-    for name, arr in zip(names, arrays, strict=True):
-        out[name] = arr if where is None else arr.take(where)
 
 
 def to_table(schema_name: str, recs: list[dict[str, Any]], topic: str, partition: int, offsets: list[int]) -> pa.Table:
