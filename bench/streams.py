@@ -84,37 +84,65 @@ async def raw_loop(cfg: T.StreamsConfig, total: int, out_topic: str) -> float:
 
 
 FLOOR = r"""
-import os, signal, sys, tempfile, time
+import asyncio, os, signal, sys, tempfile, time
 import faust
-bootstrap, topic, n, parts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-app = faust.App(f"floor-{topic}", broker=f"kafka://{bootstrap}", store="memory://", datadir=tempfile.mkdtemp(),
-                topic_partitions=parts, topic_replication_factor=1, web_enabled=False, autodiscover=False,
-                consumer_auto_offset_reset="earliest", table_standby_replicas=0, stream_buffer_maxsize=16384)
-src = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+bootstrap, topic, extra, n, parts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+wired = sys.argv[6] == "wired"
+conf = dict(broker=f"kafka://{bootstrap}", datadir=tempfile.mkdtemp(), topic_partitions=parts,
+            topic_replication_factor=1, web_enabled=False, autodiscover=False, consumer_auto_offset_reset="earliest",
+            table_standby_replicas=0, stream_buffer_maxsize=16384)
+if wired:  # the worker's Faust wiring (streams.app), still no work per event
+    from streams.transport import WorkerApp
+    app = WorkerApp(f"floorw-{topic}", fetch_wait_s=float(sys.argv[7]), store="rocksdb://", **conf)
+    src = app.topic(topic, extra, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    app.Table("pending", default=None, partitions=parts, key_type=bytes, value_type=bytes)
+else:
+    app = faust.App(f"floor-{topic}", store="memory://", **conf)
+    src = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 seen = [0, 0.0]
-@app.agent(src)
+held, lock, every = [], asyncio.Lock(), int(sys.argv[8]) if wired else 0
+def count():
+    if seen[0] == 0:
+        seen[1] = time.monotonic()
+        seen.append(time.thread_time())
+    seen[0] += 1
+    if seen[0] >= n:
+        print(f"FLOOR {time.monotonic() - seen[1]:.6f} {time.thread_time() - seen[2]:.6f}", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+@app.agent(src, concurrency=1)
 async def empty(stream):
-    async for _ in stream.events():
-        if seen[0] == 0:
-            seen[1] = time.monotonic()
-            seen.append(time.thread_time())
-        seen[0] += 1
-        if seen[0] >= n:
-            print(f"FLOOR {time.monotonic() - seen[1]:.6f} {time.thread_time() - seen[2]:.6f}", flush=True)
-            os.kill(os.getpid(), signal.SIGTERM)
+    if not wired:
+        async for _ in stream.events():
+            count()
+        return
+    manual = stream.noack()  # acked in groups after a barrier, as the worker does
+    async for ev in manual.events():
+        async with lock:
+            held.append(ev)
+            if len(held) >= every or seen[0] + 1 >= n:
+                for e in held:
+                    await manual.ack(e)
+                held.clear()
+        count()
 faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 """
 
 
-def faust_floor(cfg: T.StreamsConfig, events_n: int, timeout_s: float) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the event-loop thread) of an empty Faust agent over the events."""
+def faust_floor(cfg: T.StreamsConfig, events_n: int, timeout_s: float, *, wired: bool = False) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the event-loop thread) of an empty Faust agent over the events. ``wired``:
+    with the worker's Faust wiring (its app class and fetch wait, the events and expiry topics as one source, the
+    RocksDB join table with its changelog, manual acks in groups of ``state_flush_events`` under a lock), which
+    any Faust join that makes its outputs durable before its state and its state before the offset needs."""
     import subprocess
 
+    args = [cfg.kafka_bootstrap, cfg.topic_events, cfg.topic_expiry, str(events_n), str(cfg.partitions)]
+    args += ["wired", str(cfg.fetch_wait_s), str(cfg.state_flush_events)] if wired else ["plain"]
     out = subprocess.run(
-        [sys.executable, "-c", FLOOR, cfg.kafka_bootstrap, cfg.topic_events, str(events_n), str(cfg.partitions)],
+        [sys.executable, "-c", FLOOR, *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        cwd=os.path.dirname(_here),
     )
     for line in (out.stdout + out.stderr).splitlines():  # Faust's worker redirects stdout to its log
         if "FLOOR " in line:
@@ -224,7 +252,16 @@ def main() -> None:
         print(
             f"the join's own work (decode, join, enrich, Avro; no Kafka, no state writes, no produce): "
             f"{join_s * 1e6:,.0f} µs CPU/pair; with the empty agent's {floor_cpu / args.pairs * 1e6:,.0f} µs, one "
-            f"Faust worker on this machine is bound at {bound:,.0f} pairs/s = {bound / raw_rate:.2f} of raw"
+            f"Faust worker on this machine is bound at {bound:,.0f} pairs/s = {bound / raw_rate:.2f} of raw; "
+            f"streams worker = {rate / bound:.2f} of the bound"
+        )
+        wired_s, wired_cpu = faust_floor(cfg, 2 * args.pairs, args.timeout, wired=True)
+        wired_bound = 1 / (wired_cpu / args.pairs + join_s)
+        print(
+            f"empty Faust agent with the worker's wiring (two source topics, RocksDB table, fetch wait, manual "
+            f"acks after a barrier): {args.pairs / wired_s:,.0f} pairs/s, {wired_cpu / args.pairs * 1e6:,.0f} µs "
+            f"CPU/pair; with the join's own work bound at {wired_bound:,.0f} pairs/s = {wired_bound / bound:.2f} of "
+            f"the bound; streams worker = {rate / wired_bound:.2f} of it"
         )
 
 
