@@ -1,8 +1,9 @@
 """The benchmarks' meters of processes and of the machine, read from Linux's /proc: CPU time (of a process, one
 of its threads, a process tree, every process whose command line matches), RSS and how busy the machine is.
 
-Imported as ``bench.procstat`` by bench/e2e.py, bench/ingest.py and bench/streams.py, which put the repository
-root on ``sys.path`` first (they are named like the packages they measure, so their own directory stays off it).
+Imported as ``bench.procstat`` by bench/e2e.py, bench/ingest.py, bench/sinks.py and bench/streams.py, which put
+the repository root on ``sys.path`` first (they are named like the packages they measure, so their own
+directory stays off it).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 def system_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, to show how contended a phase was."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    """(busy, total) jiffies of the whole machine, to show how contended a phase was: busy is all but idle and
+    iowait. Only the first 8 fields count: guest time is already in user time."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return sum(f) - f[3] - f[4], sum(f)

@@ -50,6 +50,7 @@ import orjson
 import urllib3
 from inferlog_stack.manager import StackConfig
 
+from bench.procstat import TICK_HZ, system_busy, tree_cpu_s
 from core.config import load
 from core.retry import wait_until
 from core.runtime import tune_gc
@@ -68,38 +69,20 @@ from tests.sinks_support import (
 )
 
 
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of process ``pid`` and its descendants, from /proc."""
-
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
-
-
 def server_cpu(stack: StackConfig, name: str) -> Callable[[], float]:
     """A function giving the CPU seconds the stack's server ``name`` used so far (0.0 when not known)."""
     from inferlog_stack import manager
 
     pid = next((r["pid"] for r in manager.status(stack) if r["server"] == name and r["pid"]), None)
-    return (lambda: _tree_cpu_s(pid)) if pid else (lambda: 0.0)
+    return (lambda: tree_cpu_s(pid)) if pid else (lambda: 0.0)
 
 
 def _machine_busy_s() -> float:
     """Busy CPU seconds of the whole machine so far (all cores, from /proc/stat)."""
-
     try:
-        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return system_busy()[0] / TICK_HZ
     except (OSError, ValueError):
         return 0.0
-    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 CPUS = os.cpu_count() or 1
