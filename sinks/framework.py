@@ -480,9 +480,9 @@ class SinkRunner:
         a decoded data record that joins its partition's open batch without cutting it by record time. Anything
         else (ticks, dead items, paused or resuming partitions, no open batch, a cut by record time) goes through
         :meth:`_handle`, so both make the same batches (``tests/unit/test_sinks_fast_path.py``). In line, the
-        general path's calls per record (partition lookup, tick check, record time, span, ``Batch.add``) become a
-        few attribute updates: with the column-wise conversion they were a third of the consume thread's work
-        beyond decoding (bench/sinks.py under py-spy)."""
+        general path's per-record partition lookup, tick check, paused/resume checks and record-time parsing are
+        skipped: with the column-wise conversion they were a third of the consume thread's work beyond decoding
+        (bench/sinks.py under py-spy)."""
         parts, stats, span = self._parts, self.stats, self._span_us
         flush_records, flush_bytes, every = self._flush_records, self._flush_bytes, self._convert_every
         for msg, headers, decoded in self._predecode(msgs):
@@ -493,17 +493,11 @@ class SinkRunner:
                 self._handle(msg, headers, decoded)
                 continue
             assert type(t) is int
-            first, top = batch.first_time_us, batch.max_time_us
-            if first is None or top is None or (t if t > top else top) - first >= span:
-                self._handle(msg, headers, decoded)  # a cut by record time, or a batch without one yet
+            if batch.span_us(t) >= span:
+                self._handle(msg, headers, decoded)  # a cut by record time
                 continue
             stats.records_in += 1
-            offset, value = int(msg.offset() or 0), msg.value() or b""
-            batch.items.append(Item(offset, msg.key(), value, headers, decoded, None, t))  # as Batch.add
-            batch.end_offset = offset
-            batch.nbytes += len(value)
-            if t > top:
-                batch.max_time_us = t
+            batch.add(Item(int(msg.offset() or 0), msg.key(), msg.value() or b"", headers, decoded, None, t), t)
             n = len(batch.items)
             if n >= flush_records or batch.nbytes >= flush_bytes:
                 self._close((batch.topic, batch.partition))
